@@ -1,0 +1,46 @@
+# pstn-bridge: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Debian packages the tests drive as real peers (see ../shared/PEERS.md).
+DEB_PACKAGES := sip-tester stunnel4 baresip-core openssl
+DEB_COMMANDS := sipp stunnel baresip openssl
+
+.PHONY: run test lint format system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=25.1"
+	$(PY) -m pip install -q -e . --group test --group lint
+	touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/pstn-bridge serve $(ARGS)
+
+system-deps:
+	@missing=""; for c in $(DEB_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages for:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      -o DPkg::Lock::Timeout=120 --no-install-recommends $(DEB_PACKAGES); \
+	  else \
+	    echo "missing test peers:$$missing; install as root: apt-get install $(DEB_PACKAGES)" >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(STAMP) system-deps lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""The back-to-back user agent between browsers and the phone network."""
+
+__all__: list[str] = []
