@@ -45,12 +45,22 @@ class RemoteProtocolError(SipError):
     Attributes:
         status_code: the SIP response a UAS should answer with.
         reason: the reason phrase for that response.
+        headers: extra header fields for that response, e.g. ``("Unsupported", "foo")``
+            for a 420 (RFC 3261 8.2.2.3).
     """
 
-    def __init__(self, message: str, *, status_code: int = 400, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 400,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.reason = reason or _REASONS.get(status_code, "Bad Request")
+        self.headers = headers
 
 
 class MessageTooLarge(RemoteProtocolError):
