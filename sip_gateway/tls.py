@@ -143,8 +143,9 @@ class TlsClientConfig:
     """How one connector verifies its peer and, optionally, identifies itself."""
 
     ca_file: Path | None = None
-    """PEM file of the CAs the server certificate must chain to; None uses the system trust
-    store. A trunk should name its carrier's CA."""
+    """PEM file of the certificates trusted to anchor the server's chain; None uses the system
+    trust store. A trunk should name its carrier's CA; an intermediate or the peer's own
+    certificate also works (partial chains are accepted, as Python 3.13 does by default)."""
     server_hostname: str | None = None
     """The DNS name or IP address the server certificate must carry; connectors pass it as
     ``server_hostname=``. None means the host that was dialled. Not used by the context."""
