@@ -53,6 +53,7 @@ __all__ = [
     "KeyType",
     "PrivateKey",
     "ensure_dev_pki",
+    "load_issued",
     "new_ca",
     "new_leaf",
     "new_private_key",
@@ -367,8 +368,19 @@ def _store(issued: IssuedCertificate, cert_path: Path, key_path: Path) -> None:
     write_certificate(cert_path, issued.certificate)
 
 
-def _load(cert_path: Path, key_path: Path) -> IssuedCertificate | None:
-    """Load a certificate and its key; None when absent, unreadable or not a pair."""
+def load_issued(cert_path: Path, key_path: Path) -> IssuedCertificate | None:
+    """Load a PEM certificate and its unencrypted PEM key.
+
+    Args:
+        cert_path: the certificate file.
+        key_path: the private key file; tightened to mode 0600 if it was looser.
+
+    Returns:
+        The pair, or None when a file is absent or unreadable or the key does not match.
+
+    Raises:
+        TlsPolicyError: the key file's mode cannot be tightened.
+    """
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -399,7 +411,7 @@ def _tighten_key_mode(key_path: Path) -> None:
 
 
 def _reuse_ca(pki: DevPki, now: datetime) -> IssuedCertificate | None:
-    ca = _load(pki.ca_certificate, pki.ca_key)
+    ca = load_issued(pki.ca_certificate, pki.ca_key)
     if ca is None or not _fresh(ca.certificate, now):
         return None
     try:
@@ -414,7 +426,7 @@ def _reuse_ca(pki: DevPki, now: datetime) -> IssuedCertificate | None:
 def _reusable_leaf(
     cert_path: Path, key_path: Path, ca: IssuedCertificate, spec: _LeafSpec, now: datetime
 ) -> bool:
-    leaf = _load(cert_path, key_path)
+    leaf = load_issued(cert_path, key_path)
     if leaf is None or not _fresh(leaf.certificate, now):
         return False
     try:
