@@ -64,7 +64,11 @@ class BadExtensionError(RemoteProtocolError):
 
     def __init__(self, unsupported: Iterable[str]) -> None:
         self.unsupported: tuple[str, ...] = tuple(unsupported)
-        super().__init__("unsupported option tags: " + ", ".join(self.unsupported), status_code=420)
+        super().__init__(
+            "unsupported option tags: " + ", ".join(self.unsupported),
+            status_code=420,
+            headers=(("Unsupported", ", ".join(self.unsupported)),),
+        )
 
 
 class _MessageBase:

@@ -17,7 +17,12 @@ Keep-alives (RFC 5626 4.4.1): at a message boundary a double CRLF is a ping
 a lone CR waits for one more byte; a ping split as ``"\\r\\n"`` + ``"\\r\\n"`` across two reads
 is reported as two pongs (TLS and TCP peers send a ping in one write).
 
-After any error the stream cannot be resynchronized: the framer drops its buffer and
+Framing and parsing are separate steps. Framing needs only the end of the header
+section and a valid Content-Length; when those are sound but the message itself is
+malformed (a bad URI, an unbalanced quote...), ``next_message`` returns a
+:class:`RejectedFrame` carrying the raw bytes and the error, and the stream goes on, so
+the connection can answer 400 and keep serving. A framing error (bad or conflicting
+Content-Length, oversize) cannot be resynchronized: the framer drops its buffer and
 raises the same error again on every later ``next_message``; close the connection.
 """
 
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._wire import ParsedHead, parse_head
+from ._wire import parse_head
 from .errors import MessageTooLarge, RemoteProtocolError
 from .message import SipMessage, message_from_head
 
-__all__ = ["KeepAlive", "StreamFramer"]
+__all__ = ["KeepAlive", "RejectedFrame", "StreamFramer"]
+
+_MAX_CONTENT_LENGTH = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +44,19 @@ class KeepAlive:
     """A CRLF keep-alive between messages: ``ping`` for CRLFCRLF, else a CRLF pong."""
 
     ping: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejectedFrame:
+    """A well-framed message that failed to parse; the stream stays in sync.
+
+    Attributes:
+        frame: the raw bytes of the message (header section and body).
+        error: why it was rejected, with the status code to answer.
+    """
+
+    frame: bytes
+    error: RemoteProtocolError
 
 
 class StreamFramer:
@@ -51,9 +71,12 @@ class StreamFramer:
         self.max_message_size = max_message_size
         self._buffer = bytearray()
         self._scan_from = 0
-        self._head: ParsedHead | None = None
+        self._head: bytes | None = None
+        self._content_length = 0
         self._head_size = 0
         self._error: RemoteProtocolError | None = None
+        self.failed_data = b""
+        """The start of the unframed bytes when framing failed, for a best-effort error response."""
 
     @property
     def buffered(self) -> int:
@@ -65,7 +88,7 @@ class StreamFramer:
         if self._error is None:
             self._buffer += data
 
-    def next_message(self) -> SipMessage | KeepAlive | None:
+    def next_message(self) -> SipMessage | KeepAlive | RejectedFrame | None:
         """Return the next message or keep-alive, or None if more data is needed.
 
         Raises:
@@ -79,10 +102,11 @@ class StreamFramer:
             return self._next()
         except RemoteProtocolError as exc:
             self._error = exc
+            self.failed_data = bytes(self._buffer[: self.max_message_size])
             self._buffer.clear()
             raise
 
-    def _next(self) -> SipMessage | KeepAlive | None:
+    def _next(self) -> SipMessage | KeepAlive | RejectedFrame | None:
         if self._head is None:
             keepalive = self._keepalive()
             if keepalive is not None or bytes(self._buffer[:4]) in (b"", b"\r", b"\r\n\r"):
@@ -90,13 +114,16 @@ class StreamFramer:
             if not self._read_head():
                 return None
         assert self._head is not None
-        total = self._head_size + (self._head.content_length or 0)
+        total = self._head_size + self._content_length
         if len(self._buffer) < total:
             return None
         body = bytes(self._buffer[self._head_size : total])
         del self._buffer[:total]
         head, self._head = self._head, None
-        return message_from_head(head, body)
+        try:
+            return message_from_head(parse_head(head), body)
+        except RemoteProtocolError as exc:
+            return RejectedFrame(frame=head + b"\r\n\r\n" + body, error=exc)
 
     def _keepalive(self) -> KeepAlive | None:
         buffer = self._buffer
@@ -120,8 +147,34 @@ class StreamFramer:
         head_size = end + 4
         if head_size > limit:
             raise MessageTooLarge("header section larger than the message size limit")
-        head = parse_head(bytes(self._buffer[:end]))
-        if head_size + (head.content_length or 0) > limit:
+        head = bytes(self._buffer[:end])
+        length = _frame_length(head)
+        if head_size + length > limit:
             raise MessageTooLarge("message larger than the message size limit")
-        self._head, self._head_size = head, head_size
+        self._head, self._head_size, self._content_length = head, head_size, length
         return True
+
+
+def _frame_length(head: bytes) -> int:
+    """The body length a header section declares (0 when absent), read leniently.
+
+    Only Content-Length (or its compact form ``l``) matters for framing; all other
+    syntax is checked later by :func:`parse_head`.
+
+    Raises:
+        RemoteProtocolError: 400 when Content-Length is not a number, negative, too
+            large, or given twice with different values.
+    """
+    values: set[str] = set()
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.strip(b" \t").lower() in (b"content-length", b"l"):
+            values.add(value.strip(b" \t").decode("ascii", "replace"))
+    if not values:
+        return 0
+    if len(values) != 1:
+        raise RemoteProtocolError("conflicting Content-Length values")
+    text = values.pop()
+    if not text.isascii() or not text.isdigit() or int(text) > _MAX_CONTENT_LENGTH:
+        raise RemoteProtocolError("Content-Length is not a valid number")
+    return int(text)
