@@ -1,0 +1,28 @@
+"""The asyncio side of sip_gateway: SIP over TLS and SIP over WebSocket.
+
+This is the only package of :mod:`sip_gateway` that imports :mod:`asyncio`. It adapts the
+sans-IO core (:mod:`sip_gateway.sip`) to real connections and makes no protocol decision of
+its own: see :mod:`sip_gateway.aio.endpoint` for the theory of operation.
+"""
+
+from .endpoint import SipEndpoint, SipEndpointConfig, SipHandler, SipWire
+from .errors import (
+    SipConnectError,
+    SipConnectionClosedError,
+    SipRequestTimeoutError,
+    SipTransportError,
+)
+from .stream import SipTlsConnector, SipTlsServer
+
+__all__ = [
+    "SipConnectError",
+    "SipConnectionClosedError",
+    "SipEndpoint",
+    "SipEndpointConfig",
+    "SipHandler",
+    "SipRequestTimeoutError",
+    "SipTlsConnector",
+    "SipTlsServer",
+    "SipTransportError",
+    "SipWire",
+]
