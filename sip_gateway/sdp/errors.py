@@ -31,12 +31,26 @@ class SdpError(RemoteProtocolError):
     ``a=fingerprint``, and similar negotiation failures.
     """
 
-    def __init__(self, message: str, *, status_code: int = 488, reason: str | None = None) -> None:
-        super().__init__(message, status_code=status_code, reason=reason)
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 488,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message, status_code=status_code, reason=reason, headers=headers)
 
 
 class SdpParseError(SdpError):
     """The peer's SDP is malformed (default 400 Bad Request)."""
 
-    def __init__(self, message: str, *, status_code: int = 400, reason: str | None = None) -> None:
-        super().__init__(message, status_code=status_code, reason=reason)
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 400,
+        reason: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message, status_code=status_code, reason=reason, headers=headers)
