@@ -145,6 +145,17 @@ class DigestClient:
         self._counter = counter if counter is not None else NonceCounter()
         self._cached: dict[tuple[str, str], DigestChallenge] = {}
 
+    def __repr__(self) -> str:
+        realms = sorted({realm for _header, realm in self._cached})
+        return f"DigestClient(username={self._account.username!r}, realms={realms!r})"
+
+    def forget(self) -> None:
+        """Drop the challenges kept for :meth:`authorize`.
+
+        RFC 3261 22.3: proxy credentials are not cached across dialogs.
+        """
+        self._cached.clear()
+
     def answer(
         self,
         status_code: int,

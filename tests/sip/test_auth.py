@@ -385,6 +385,9 @@ def test_authorize_reuses_the_last_challenge_with_the_next_nc() -> None:
     assert name == "Authorization"
     assert _field(value, "nc") == "00000002"
     assert _field(value, "cnonce") == "cn0002"
+    assert repr(client) == f"DigestClient(username='alice', realms={[REALM]!r})"
+    client.forget()
+    assert client.authorize(method="INVITE", uri=URI) == []
 
 
 # --- client <-> server round trips -------------------------------------------------------
