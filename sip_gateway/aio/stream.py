@@ -68,6 +68,8 @@ def handshake_failure_reason(exc: BaseException) -> str:
         return f"{explained or exc.strerror or 'TLS error'} ({code})"
     if isinstance(exc, TimeoutError | ConnectionAbortedError):
         return "handshake did not complete in time"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the peer (did it refuse our certificate?)"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -327,7 +329,9 @@ class SipTlsServer:
         self._server: asyncio.Server | None = None
         self._endpoints: set[SipEndpoint] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._handshaking: set[asyncio.Task[Any]] = set()
+        self._handshaking: set[asyncio.StreamWriter] = set()
+        self._sockets: tuple[tuple[str, int], ...] = ()
+        self._closing = False
 
     @classmethod
     async def start(
@@ -359,13 +363,13 @@ class SipTlsServer:
         """
         server = cls(ssl_context, handler, config or SipEndpointConfig(), connector)
         server._server = await asyncio.start_server(server._accept, host, port)
+        server._sockets = tuple(_address(s.getsockname()) for s in server._server.sockets)
         return server
 
     @property
     def sockets(self) -> tuple[tuple[str, int], ...]:
         """The bound (host, port) pairs."""
-        assert self._server is not None
-        return tuple(_address(sock.getsockname()) for sock in self._server.sockets)
+        return self._sockets
 
     @property
     def port(self) -> int:
@@ -379,12 +383,13 @@ class SipTlsServer:
 
     def close(self) -> None:
         """Stop listening and close every connection."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
         for endpoint in self._endpoints:
             endpoint.close()
-        for task in self._handshaking:
-            task.cancel()
+        for writer in self._handshaking:
+            writer.transport.abort()
 
     async def wait_closed(self) -> None:
         """Wait until the listener and every connection have ended."""
@@ -403,11 +408,9 @@ class SipTlsServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self._handshaking.add(task)
         try:
             if not await self._handshake(writer):
                 return
-            self._handshaking.discard(task)
             wire = StreamWire(reader, writer, close_timeout=self._config.close_timeout)
             config = replace(self._config, keepalive_interval=None)
             endpoint = SipEndpoint(wire, self._observe, config)
@@ -426,19 +429,23 @@ class SipTlsServer:
         finally:
             writer.transport.abort()
             self._tasks.discard(task)
-            self._handshaking.discard(task)
 
     async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
         peer = format_address(_address(writer.get_extra_info("peername")))
+        self._handshaking.add(writer)
         try:
             await writer.start_tls(
                 self._ssl_context, ssl_handshake_timeout=self._config.handshake_timeout
             )
         except (OSError, TimeoutError) as exc:
-            logger.warning("TLS handshake with %s refused: %s", peer, handshake_failure_reason(exc))
+            if not self._closing:
+                reason = handshake_failure_reason(exc)
+                logger.warning("TLS handshake with %s refused: %s", peer, reason)
             writer.transport.abort()
             return False
-        return True
+        finally:
+            self._handshaking.discard(writer)
+        return not self._closing
 
     def _observe(self, endpoint: SipEndpoint, event: SipEvent) -> None:
         if self._connector is not None and isinstance(event, RequestReceived):
