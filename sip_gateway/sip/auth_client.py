@@ -2,12 +2,12 @@
 
 Theory of operation: :class:`DigestClient` answers a 401/407 for one
 :class:`DigestAccount`. Per realm it picks the strongest challenge it supports
-(SHA-512-256, SHA-256, then MD5: the "local policy of choosing stronger algorithms" that
-RFC 8760 section 2.4 allows, whatever order the server listed them in), counts requests per
-nonce (:class:`NonceCounter`), re-answers a ``stale=true`` challenge without asking anyone,
-and raises :class:`AuthError` when nothing can be answered or when credentials it already
-sent for a realm were refused (RFC 3261 22.1: never retry rejected credentials). The
-cnonce source is injected; the password and HA1s never leave this object except hashed.
+(SHA-512-256, SHA-256, then MD5), whatever order the server listed them in, so reordering
+the challenges cannot downgrade us to MD5. It counts requests per nonce
+(:class:`NonceCounter`), re-answers a ``stale=true`` challenge without asking anyone, and
+raises :class:`AuthError` when nothing can be answered or when credentials it already sent
+for a realm were refused (RFC 3261 22.1: never retry rejected credentials). The cnonce
+source is injected; the password and HA1s never leave this object except hashed.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Theory of operation: :class:`DigestServer` challenges and verifies for one realm.
 
-* Challenges: one header field per configured algorithm, in configured order. The default
-  lists MD5 before SHA-256, against RFC 8760's "most preferred first": browser libraries
-  such as JsSIP answer only the first field and only know MD5; stronger clients pick
-  SHA-256 by local policy anyway.
+* Challenges: one header field per configured algorithm (RFC 8760), in configured order.
+  The default lists MD5 before SHA-256 although a server would normally list its
+  preferred algorithm first: browser libraries such as JsSIP answer only the first field
+  and only know MD5, while clients that know SHA-256 can choose it by strength.
 * Nonces are self-validating: ``base64url(issued_ms | 12 random bytes | HMAC-SHA256(secret,
   realm | issued_ms | random)[:16])``. The server recognises its own nonces and their age
   without storing them.
