@@ -411,7 +411,10 @@ def _remote(session: SdpSession, media: SdpMedia, *, rtcp_mux: bool) -> _Remote:
             attribute = None
         if attribute is not None:
             rtcp = (attribute.address or host, attribute.port)
-    return _Remote(rtp=rtp, rtcp=rtcp, rtcp_mux=rtcp_mux, on_hold=host in _HOLD_ADDRESSES)
+    # c=0.0.0.0 is RFC 2543 hold, except with ICE, where it only means "see the candidates".
+    ice = (media.ice_ufrag or session.ice_ufrag) is not None
+    on_hold = host in _HOLD_ADDRESSES and not ice
+    return _Remote(rtp=rtp, rtcp=rtcp, rtcp_mux=rtcp_mux, on_hold=on_hold)
 
 
 def _local_direction(wanted: Direction, remote: Direction, on_hold: bool) -> Direction:
