@@ -13,10 +13,11 @@ Theory of operation: :class:`DigestServer` challenges and verifies for one realm
   nonce (:class:`_ReplayWindow`). It is updated only after a correct digest, so a stranger
   cannot fill it; when it evicts a nonce, older nonces it no longer knows are answered
   as stale, so a client re-answers instead of being replayable.
-* Verification order: find our realm's credentials, check algorithm, qop and uri, check
-  the nonce's MAC, compare the digest in constant time, and only then judge the nonce's
-  age (``stale=true`` is only said to a client that knew the password, RFC 7616 3.3) and
-  its nonce count.
+* Verification order: find our realm's credentials, check algorithm, qop and uri, compare
+  the digest in constant time, and only then judge the nonce: ``stale=true`` is only said
+  to a client that knew the password (RFC 7616 3.3), including when the nonce is not one
+  we can vouch for (issued under another secret, before a restart); a nonce that fails
+  its MAC with a wrong digest gets a plain new challenge. Last come age and nonce count.
 
 HA1s come from an injected lookup, keyed by (username, realm, algorithm); the server never
 sees a password. ``now`` is an argument (seconds, from any clock that is steady across
@@ -110,7 +111,7 @@ class AuthChallengeNeeded(AuthDenied):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthStale(AuthDenied):
-    """The digest was right but the nonce is too old: the challenge says ``stale=true``."""
+    """The digest was right but the nonce is too old or not ours: re-challenge ``stale=true``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,14 +272,16 @@ class DigestServer:
         if self._config.verify_uri and found.uri != uri:
             return AuthRejected(reason=AuthFailure.URI_MISMATCH, status_code=400)
         issued_ms = self._nonce_issued_ms(found.nonce)
-        if issued_ms is None:
-            return self._challenge_needed(AuthFailure.NONCE_INVALID, now)
         if not self._digest_matches(found, algorithm, method, body):
+            if issued_ms is None:
+                return self._challenge_needed(AuthFailure.NONCE_INVALID, now)
             return AuthRejected(
                 reason=AuthFailure.BAD_CREDENTIALS,
                 status_code=self.challenge_status,
                 headers=self.challenge(now=now),
             )
+        if issued_ms is None:  # right password, nonce not ours (old secret, restart)
+            return self._stale(now, AuthFailure.NONCE_INVALID)
         return self._judge_freshness(found, algorithm, issued_ms, now)
 
     # --- steps of verify ---------------------------------------------------------------
@@ -334,9 +337,9 @@ class DigestServer:
             reason=reason, status_code=self.challenge_status, headers=self.challenge(now=now)
         )
 
-    def _stale(self, now: float) -> AuthStale:
+    def _stale(self, now: float, reason: AuthFailure = AuthFailure.NONCE_STALE) -> AuthStale:
         return AuthStale(
-            reason=AuthFailure.NONCE_STALE,
+            reason=reason,
             status_code=self.challenge_status,
             headers=self.challenge(now=now, stale=True),
         )

@@ -563,40 +563,73 @@ def test_realm_mismatch_and_missing_credentials_get_a_challenge() -> None:
         assert outcome.reason is AuthFailure.NO_CREDENTIALS
 
 
-def _answer_with(server: DigestServer, nonce_edit: Callable[[str], str]) -> AuthOutcome:
+def _answer_with(
+    server: DigestServer, nonce_edit: Callable[[str], str], password: str = PASSWORD
+) -> AuthOutcome:
     first = server.verify([], method="INVITE", uri=URI, now=1.0)
     assert isinstance(first, AuthDenied)
     challenge = parse_challenge(first.headers[1][1])
     assert isinstance(challenge, DigestChallenge)
     edited = replace(challenge, nonce=nonce_edit(challenge.nonce))
-    answer = _client().answer(401, [str(edited)], method="INVITE", uri=URI)
+    answer = _client(password).answer(401, [str(edited)], method="INVITE", uri=URI)
     return server.verify(_values(answer), method="INVITE", uri=URI, now=2.0)
 
 
-@pytest.mark.parametrize(
-    "edit",
-    [
-        lambda n: n[:-1] + ("A" if n[-1] != "A" else "B"),  # tampered MAC
-        lambda n: ("B" if n[0] != "B" else "C") + n[1:],  # tampered time
-        lambda n: n + "A",
-        lambda n: "not-our-nonce",
-        lambda n: "",
-    ],
-)
-def test_nonces_we_did_not_issue_are_refused(edit: Callable[[str], str]) -> None:
-    outcome = _answer_with(_server(), edit)
+_FOREIGN_NONCES: list[Callable[[str], str]] = [
+    lambda n: n[:-1] + ("A" if n[-1] != "A" else "B"),  # tampered MAC
+    lambda n: ("B" if n[0] != "B" else "C") + n[1:],  # tampered time
+    lambda n: n + "A",
+    lambda n: "not-our-nonce",
+    lambda n: "",
+]
+
+
+@pytest.mark.parametrize("edit", _FOREIGN_NONCES)
+def test_nonces_we_did_not_issue_get_a_plain_challenge_with_a_wrong_digest(
+    edit: Callable[[str], str],
+) -> None:
+    outcome = _answer_with(_server(), edit, password="wrong")
     assert isinstance(outcome, AuthChallengeNeeded)
+    assert outcome.reason is AuthFailure.NONCE_INVALID
+    assert all("stale" not in value for _n, value in outcome.headers)
+
+
+@pytest.mark.parametrize("edit", _FOREIGN_NONCES)
+def test_nonces_we_did_not_issue_are_never_accepted(edit: Callable[[str], str]) -> None:
+    # The digest over the foreign nonce is right: the client knows the password, so it
+    # gets a stale challenge (a fresh nonce), never an acceptance.
+    outcome = _answer_with(_server(), edit)
+    assert isinstance(outcome, AuthStale)
     assert outcome.reason is AuthFailure.NONCE_INVALID
 
 
 def test_nonces_are_bound_to_secret_and_realm() -> None:
-    alien = _server(secret=b"another-secret-0123456789abcdef!")
-    first = alien.verify([], method="INVITE", uri=URI, now=1.0)
-    assert isinstance(first, AuthDenied)
-    answer = _client().answer(401, _values(first.headers), method="INVITE", uri=URI)
-    outcome = _server().verify(_values(answer), method="INVITE", uri=URI, now=2.0)
-    assert isinstance(outcome, AuthChallengeNeeded)
-    assert outcome.reason is AuthFailure.NONCE_INVALID
+    for alien in (_server(secret=b"another-secret-0123456789abcdef!"), _server(realm="x.example")):
+        first = alien.verify([], method="INVITE", uri=URI, now=1.0)
+        assert isinstance(first, AuthDenied)
+        challenge = parse_challenge(first.headers[0][1])
+        assert isinstance(challenge, DigestChallenge)
+        answer = _client("wrong").answer(
+            401, [str(replace(challenge, realm=REALM))], method="INVITE", uri=URI
+        )
+        outcome = _server().verify(_values(answer), method="INVITE", uri=URI, now=2.0)
+        assert isinstance(outcome, AuthChallengeNeeded)
+        assert outcome.reason is AuthFailure.NONCE_INVALID
+
+
+def test_a_new_server_secret_costs_clients_one_stale_round_trip() -> None:
+    before, client = _server(secret=b"another-secret-0123456789abcdef!"), _client()
+    _answer, outcome = _first_exchange(before, client)
+    assert isinstance(outcome, AuthAccepted)
+    after = _server()  # restarted with another secret
+    cached = client.authorize(method="INVITE", uri=URI)
+    stale = after.verify(_values(cached), method="INVITE", uri=URI, now=1100.0)
+    assert isinstance(stale, AuthStale)
+    retry = client.answer(
+        401, _values(stale.headers), method="INVITE", uri=URI, sent=_values(cached)
+    )
+    outcome = after.verify(_values(retry), method="INVITE", uri=URI, now=1101.0)
+    assert isinstance(outcome, AuthAccepted)
 
 
 def _forged_answer(nonce: str, algorithm: str) -> list[str]:
