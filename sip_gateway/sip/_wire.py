@@ -20,7 +20,7 @@ from .errors import RemoteProtocolError
 from .headers import Headers, canonical_name, parse_cseq, parse_name_addr, parse_via
 from .uri import AbsoluteUri, SipUri, parse_uri
 
-__all__ = ["ParsedHead", "parse_head"]
+__all__ = ["ParsedHead", "frame_length", "parse_head"]
 
 _WS = " \t"
 _VERSION_RE = re.compile(r"SIP/([0-9]+)\.([0-9]+)", re.IGNORECASE)
@@ -98,17 +98,28 @@ def _parse_status_line(line: str) -> ParsedHead:
     return ParsedHead(status_code=status_code, reason=reason, headers=Headers())
 
 
-def _parse_header_lines(lines: list[str]) -> list[tuple[str, str]]:
-    items: list[tuple[str, str]] = []
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines to their header line (a fold counts as one SP).
+
+    Raises:
+        RemoteProtocolError: 400 when the first line is a continuation.
+    """
+    logical: list[str] = []
     for line in lines:
         if line[:1] in (" ", "\t"):
-            if not items:
+            if not logical:
                 raise bad("continuation line before any header")
             extra = line.strip(_WS)
             if extra:
-                name, value = items[-1]
-                items[-1] = (name, f"{value} {extra}" if value else extra)
+                logical[-1] = f"{logical[-1].rstrip(_WS)} {extra}"
             continue
+        logical.append(line)
+    return logical
+
+
+def _parse_header_lines(lines: list[str]) -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for line in _unfold(lines):
         name, colon, value = line.partition(":")
         name = name.rstrip(_WS)
         if not colon or not is_token(name):
@@ -127,6 +138,29 @@ def _take_content_length(items: list[tuple[str, str]]) -> int | None:
     if len(lengths) != 1:
         raise bad("conflicting Content-Length values")
     return lengths.pop()
+
+
+def frame_length(head: bytes) -> int | None:
+    """The Content-Length a header section declares, read without parsing the rest.
+
+    Uses the same unfolding and the same rules as :func:`parse_head` (several equal
+    values are fine), so framing and parsing always agree on the body length.
+
+    Returns:
+        The declared body length, or None when there is no Content-Length.
+
+    Raises:
+        RemoteProtocolError: 400 when a value is not a number or values conflict.
+    """
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    while lines and lines[0][:1] in (" ", "\t"):
+        del lines[0]  # a message error for parse_head, not a framing one
+    items: list[tuple[str, str]] = []
+    for line in _unfold(lines):
+        name, colon, value = line.partition(":")
+        if colon and canonical_name(name.rstrip(_WS)) == "Content-Length":
+            items.append(("Content-Length", value.strip(_WS)))
+    return _take_content_length(items)
 
 
 def check_headers(headers: Headers) -> None:

@@ -30,13 +30,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._wire import parse_head
+from ._wire import frame_length, parse_head
 from .errors import MessageTooLarge, RemoteProtocolError
 from .message import SipMessage, message_from_head
 
 __all__ = ["KeepAlive", "RejectedFrame", "StreamFramer"]
-
-_MAX_CONTENT_LENGTH = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,33 +146,8 @@ class StreamFramer:
         if head_size > limit:
             raise MessageTooLarge("header section larger than the message size limit")
         head = bytes(self._buffer[:end])
-        length = _frame_length(head)
+        length = frame_length(head) or 0
         if head_size + length > limit:
             raise MessageTooLarge("message larger than the message size limit")
         self._head, self._head_size, self._content_length = head, head_size, length
         return True
-
-
-def _frame_length(head: bytes) -> int:
-    """The body length a header section declares (0 when absent), read leniently.
-
-    Only Content-Length (or its compact form ``l``) matters for framing; all other
-    syntax is checked later by :func:`parse_head`.
-
-    Raises:
-        RemoteProtocolError: 400 when Content-Length is not a number, negative, too
-            large, or given twice with different values.
-    """
-    values: set[str] = set()
-    for line in head.split(b"\r\n")[1:]:
-        name, colon, value = line.partition(b":")
-        if colon and name.strip(b" \t").lower() in (b"content-length", b"l"):
-            values.add(value.strip(b" \t").decode("ascii", "replace"))
-    if not values:
-        return 0
-    if len(values) != 1:
-        raise RemoteProtocolError("conflicting Content-Length values")
-    text = values.pop()
-    if not text.isascii() or not text.isdigit() or int(text) > _MAX_CONTENT_LENGTH:
-        raise RemoteProtocolError("Content-Length is not a valid number")
-    return int(text)
