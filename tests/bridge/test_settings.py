@@ -1,0 +1,95 @@
+"""Settings: the TOML file, PSTN_BRIDGE_* overrides, and errors that name the option."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from bridge.settings import Settings, SettingsError, load_settings
+
+EXAMPLE = Path(__file__).parents[2] / "config" / "bridge.example.toml"
+
+
+def _options(model: type[BaseModel], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out |= _options(ann, f"{prefix}{name}.")
+        else:
+            out.add(prefix + name)
+    return out
+
+
+def _keys(table: dict[str, object], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out |= _keys(value, f"{prefix}{key}.")
+        else:
+            out.add(prefix + key)
+    return out
+
+
+def test_example_documents_every_option_with_its_default() -> None:
+    data = tomllib.loads(EXAMPLE.read_text())
+    assert _keys(data) == _options(Settings)
+    assert load_settings(EXAMPLE) == load_settings(None)
+
+
+def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSTN_BRIDGE_SIP__LISTEN_PORT", "5071")
+    settings = load_settings(EXAMPLE)
+    assert settings.sip.listen_port == 5071
+    assert settings.sip.realm == "pstn-bridge"  # the rest of the section still comes from the file
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        (
+            "[sip]\nlisten_port = 70000\n",
+            "option sip.listen_port: Input should be less than or equal to 65535",
+        ),
+        ("[sip]\nlisten_prot = 5061\n", "option sip.listen_prot: unknown option"),
+        ('[http]\nlisten_host = "example.com"\n', "option http.listen_host"),
+        ("[http]\nhsts_max_age = 60\n", "option http.hsts_max_age"),
+        ("[sip\n", "not valid TOML"),
+    ],
+)
+def test_invalid_file_names_the_option(tmp_path: Path, toml: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(SettingsError) as info:
+        load_settings(path)
+    assert needle in str(info.value)
+
+
+def test_invalid_environment_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSTN_BRIDGE_LOG__LEVEL", "LOUD")
+    with pytest.raises(SettingsError, match=r"option log\.level"):
+        load_settings(None)
+
+
+def test_serve_exits_non_zero_with_the_message(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[sip]\nlisten_port = 0\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.ops.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "option sip.listen_port" in done.stderr
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="No such file"):
+        load_settings(tmp_path / "absent.toml")
