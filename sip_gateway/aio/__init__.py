@@ -13,6 +13,7 @@ from .errors import (
     SipTransportError,
 )
 from .stream import SipTlsConnector, SipTlsServer
+from .websocket import SipWebSocketService, sip_websocket_handler
 
 __all__ = [
     "SipConnectError",
@@ -24,5 +25,7 @@ __all__ = [
     "SipTlsConnector",
     "SipTlsServer",
     "SipTransportError",
+    "SipWebSocketService",
     "SipWire",
+    "sip_websocket_handler",
 ]

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -50,7 +51,15 @@ from sip_gateway.tls import TlsSessionInfo
 
 from .errors import SipConnectionClosedError, SipRequestTimeoutError
 
-__all__ = ["SipEndpoint", "SipEndpointConfig", "SipHandler", "SipWire", "format_address"]
+__all__ = [
+    "SipEndpoint",
+    "SipEndpointConfig",
+    "SipHandler",
+    "SipWire",
+    "certificate_names",
+    "format_address",
+    "socket_address",
+]
 
 logger = logging.getLogger("sip_gateway.aio")
 
@@ -121,7 +130,7 @@ class SipWire(Protocol):
         """Bytes queued and not yet handed to the kernel."""
 
     def close(self) -> None:
-        """Flush what is queued, then close (aborting after the close timeout)."""
+        """Flush what is queued, then close (aborting after the close timeout); idempotent."""
 
     def abort(self) -> None:
         """Close at once, dropping what is queued."""
@@ -134,6 +143,26 @@ def format_address(address: tuple[str, int]) -> str:
     """``host:port`` with IPv6 hosts in brackets."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def socket_address(info: object) -> tuple[str, int]:
+    """(host, port) of a ``peername``/``sockname`` extra info; ("", 0) when unknown."""
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return ("", 0)
+
+
+def certificate_names(ssl_object: ssl.SSLObject | None) -> frozenset[str]:
+    """Subject alternative names (DNS, IP; lowercase) of a verified peer certificate."""
+    if ssl_object is None:
+        return frozenset()
+    cert = ssl_object.getpeercert()  # empty unless the chain was verified
+    names = cert.get("subjectAltName", ()) if cert else ()
+    found: set[str] = set()
+    for entry in names:
+        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] in ("DNS", "IP Address"):
+            found.add(str(entry[1]).lower())
+    return frozenset(found)
 
 
 class SipEndpoint:
@@ -505,7 +534,7 @@ class SipEndpoint:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SipConnectionClosedError(f"connection to {peer} closed"))
-        self._wire.abort()
+        self._wire.close()  # idempotent; the wire aborts itself after close_timeout
 
     def _check_open(self) -> None:
         if self._closing or self._conn.closed:

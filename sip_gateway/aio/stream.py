@@ -33,7 +33,14 @@ from sip_gateway.sip.events import RequestReceived, SipEvent
 from sip_gateway.sip.headers import Via
 from sip_gateway.tls import TlsSessionInfo, session_info
 
-from .endpoint import SipEndpoint, SipEndpointConfig, SipHandler, format_address
+from .endpoint import (
+    SipEndpoint,
+    SipEndpointConfig,
+    SipHandler,
+    certificate_names,
+    format_address,
+    socket_address,
+)
 from .errors import SipConnectError
 
 __all__ = ["SipTlsConnector", "SipTlsServer", "StreamWire", "handshake_failure_reason"]
@@ -73,25 +80,6 @@ def handshake_failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def _address(info: Any) -> tuple[str, int]:
-    if isinstance(info, tuple) and len(info) >= 2:
-        return str(info[0]), int(info[1])
-    return ("", 0)
-
-
-def _certificate_names(ssl_object: ssl.SSLObject | None) -> frozenset[str]:
-    """Subject alternative names (DNS, IP) of a verified peer certificate."""
-    if ssl_object is None:
-        return frozenset()
-    cert = ssl_object.getpeercert()  # empty unless the chain was verified
-    names = cert.get("subjectAltName", ()) if cert else ()
-    found: set[str] = set()
-    for entry in names:
-        if isinstance(entry, tuple) and len(entry) == 2 and entry[0] in ("DNS", "IP Address"):
-            found.add(str(entry[1]).lower())
-    return frozenset(found)
-
-
 class StreamWire:
     """The :class:`~sip_gateway.aio.endpoint.SipWire` of a TLS byte stream."""
 
@@ -110,11 +98,11 @@ class StreamWire:
         self._close_timeout = close_timeout
         self._abort_handle: asyncio.TimerHandle | None = None
         self.transport = transport
-        self.peer = _address(writer.get_extra_info("peername"))
-        self.local = _address(writer.get_extra_info("sockname"))
+        self.peer = socket_address(writer.get_extra_info("peername"))
+        self.local = socket_address(writer.get_extra_info("sockname"))
         ssl_object: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
         self.tls: TlsSessionInfo | None = session_info(ssl_object) if ssl_object else None
-        self.peer_names = _certificate_names(ssl_object)
+        self.peer_names = certificate_names(ssl_object)
 
     async def read(self) -> bytes | None:
         """The next bytes of the stream, None at end of stream."""
@@ -363,7 +351,7 @@ class SipTlsServer:
         """
         server = cls(ssl_context, handler, config or SipEndpointConfig(), connector)
         server._server = await asyncio.start_server(server._accept, host, port)
-        server._sockets = tuple(_address(s.getsockname()) for s in server._server.sockets)
+        server._sockets = tuple(socket_address(s.getsockname()) for s in server._server.sockets)
         return server
 
     @property
@@ -431,7 +419,7 @@ class SipTlsServer:
             self._tasks.discard(task)
 
     async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
-        peer = format_address(_address(writer.get_extra_info("peername")))
+        peer = format_address(socket_address(writer.get_extra_info("peername")))
         self._handshaking.add(writer)
         try:
             await writer.start_tls(
