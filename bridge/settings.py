@@ -32,7 +32,7 @@ __all__ = [
     "load_settings",
 ]
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests)
 
 
 class SettingsError(Exception):

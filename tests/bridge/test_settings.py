@@ -78,7 +78,7 @@ def test_invalid_environment_names_the_option(monkeypatch: pytest.MonkeyPatch) -
 
 def test_serve_exits_non_zero_with_the_message(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text("[sip]\nlisten_port = 0\n")
+    path.write_text("[sip]\nlisten_port = -1\n")
     done = subprocess.run(
         [sys.executable, "-m", "bridge.ops.cli", "serve", "--config", str(path)],
         capture_output=True,

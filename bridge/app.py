@@ -1,0 +1,259 @@
+"""Composition root: settings in, running listeners out.
+
+Theory of operation: the only module that imports everything. :func:`start` maps the
+validated :class:`~bridge.settings.Settings` to each package's own configuration
+objects (TLS contexts, endpoint configs, the digest server), starts the SIP-over-TLS
+listener and the HTTPS server (root page with HSTS, SIP over secure WebSocket), and
+returns a :class:`RunningBridge` to stop them. :func:`serve` runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from sip_gateway.aio.endpoint import SipEndpointConfig
+from sip_gateway.aio.stream import SipTlsConnector, SipTlsServer
+from sip_gateway.aio.websocket import SipWebSocketService
+from sip_gateway.devcerts import ensure_dev_pki
+from sip_gateway.sip.auth import DigestServer, DigestServerConfig, Ha1Lookup
+from sip_gateway.tls import (
+    ClientAuth,
+    TlsClientConfig,
+    TlsPolicyError,
+    TlsServerConfig,
+    client_context,
+    server_context,
+)
+
+from .registrar import Registrar
+from .settings import Settings
+from .signaling import Signaling
+
+__all__ = ["RunningBridge", "StartupError", "serve", "start"]
+
+log = logging.getLogger("bridge.app")
+
+_ROOT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>pstn-bridge</title></head>
+<body><h1>pstn-bridge</h1><p>The dialer page arrives with the call layer.</p></body></html>
+"""
+
+
+class StartupError(Exception):
+    """The bridge cannot start (certificates, ports); the message says what to fix."""
+
+
+@dataclass(slots=True)
+class RunningBridge:
+    """The listeners of a started bridge."""
+
+    sip_server: SipTlsServer
+    connector: SipTlsConnector
+    http_runner: web.AppRunner
+    https_port: int
+    ca_file: Path | None
+
+    @property
+    def sip_port(self) -> int:
+        """The bound SIP-over-TLS port."""
+        return self.sip_server.port
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection and wait for them."""
+        self.sip_server.close()
+        self.connector.close()
+        await self.http_runner.cleanup()
+        await self.sip_server.wait_closed()
+        await self.connector.wait_closed()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the bridge until SIGINT or SIGTERM.
+
+    Raises:
+        StartupError: a listener or the certificates could not be set up.
+    """
+    logging.basicConfig(
+        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    running = await start(settings)
+    log.info(
+        "listening: SIP over TLS on %s:%d, HTTPS and WSS on https://%s:%d/ (WebSocket %s)",
+        settings.sip.listen_host,
+        running.sip_port,
+        settings.http.listen_host,
+        running.https_port,
+        settings.http.websocket_path,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await running.close()
+
+
+async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> RunningBridge:
+    """Start every listener the settings describe.
+
+    Args:
+        settings: validated settings.
+        users: HA1 lookup for browser users (the user database arrives with the call
+            layer); None means no user can register yet.
+
+    Raises:
+        StartupError: certificates or ports are unusable.
+    """
+    var_dir = settings.node.var_dir
+    cert, key, ca = _certificates(settings)
+    try:
+        client_auth = (
+            ClientAuth.REQUIRED
+            if settings.sip.require_client_cert
+            else (ClientAuth.OPTIONAL if ca is not None else ClientAuth.NONE)
+        )
+        sip_ctx = server_context(
+            TlsServerConfig(
+                certificate_chain=cert, private_key=key, client_auth=client_auth, client_ca_file=ca
+            )
+        )
+        https_ctx = server_context(
+            TlsServerConfig(certificate_chain=cert, private_key=key, alpn_protocols=("http/1.1",))
+        )
+        out_ctx = client_context(TlsClientConfig(ca_file=ca))
+    except TlsPolicyError as exc:
+        raise StartupError(str(exc)) from exc
+    endpoint_config = SipEndpointConfig(
+        max_message_size=settings.sip.max_message_size,
+        max_write_buffer=settings.sip.max_connection_buffer,
+        keepalive_interval=settings.sip.keepalive_interval or None,
+    )
+    digest = DigestServer(
+        DigestServerConfig(realm=settings.sip.realm, secret=_digest_secret(var_dir)),
+        ha1_lookup=users or _no_users,
+        random_bytes=secrets.token_bytes,
+    )
+    loop = asyncio.get_running_loop()
+    signaling = Signaling(
+        Registrar(digest),
+        clock=loop.time,
+        tag_source=lambda: secrets.token_hex(8),
+        node_id=settings.node.id,
+    )
+    connector = SipTlsConnector(signaling.handle, ssl_context=out_ctx, config=endpoint_config)
+    try:
+        sip_server = await SipTlsServer.start(
+            settings.sip.listen_host,
+            settings.sip.listen_port,
+            sip_ctx,
+            signaling.handle,
+            config=endpoint_config,
+            connector=connector,
+        )
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for SIP on {settings.sip.listen_host}:{settings.sip.listen_port}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    try:
+        runner, https_port = await _start_https(
+            settings, https_ctx, SipWebSocketService(signaling.handle, config=endpoint_config)
+        )
+    except OSError as exc:
+        sip_server.close()
+        raise StartupError(
+            f"cannot listen for HTTPS on {settings.http.listen_host}:{settings.http.listen_port}: "
+            f"{exc.strerror or exc}"
+        ) from exc
+    return RunningBridge(sip_server, connector, runner, https_port, ca)
+
+
+def _no_users(username: str, realm: str, algorithm: object) -> str | None:
+    return None
+
+
+def _certificates(settings: Settings) -> tuple[Path, Path, Path | None]:
+    tls = settings.tls
+    if tls.cert_file is not None and tls.key_file is not None:
+        return tls.cert_file, tls.key_file, tls.ca_file
+    if tls.cert_file is not None or tls.key_file is not None:
+        raise StartupError("options tls.cert_file and tls.key_file must be set together")
+    try:
+        pki = ensure_dev_pki(settings.node.var_dir / "tls")
+    except OSError as exc:
+        raise StartupError(f"cannot write development certificates: {exc}") from exc
+    log.warning("using the development CA in %s: not for production", pki.ca_certificate.parent)
+    return pki.server_certificate, pki.server_key, tls.ca_file or pki.ca_certificate
+
+
+def _digest_secret(var_dir: Path) -> bytes:
+    """The nonce MAC key, kept across restarts so outstanding nonces stay valid."""
+    path = var_dir / "digest.secret"
+    try:
+        secret = path.read_bytes()
+        if len(secret) >= 32:
+            return secret
+    except FileNotFoundError:
+        pass
+    var_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    secret = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secret)
+    return secret
+
+
+@web.middleware
+async def _security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    max_age = request.app[_HSTS_KEY]
+    response.headers["Strict-Transport-Security"] = f"max-age={max_age}; includeSubDomains"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Server"] = "pstn-bridge"
+    return response
+
+
+_HSTS_KEY = web.AppKey("hsts_max_age", int)
+
+
+async def _root(request: web.Request) -> web.Response:
+    return web.Response(text=_ROOT_PAGE, content_type="text/html")
+
+
+async def _start_https(
+    settings: Settings,
+    ctx: ssl.SSLContext,
+    websocket: SipWebSocketService,
+) -> tuple[web.AppRunner, int]:
+    app = web.Application(middlewares=[_security_headers])
+    app[_HSTS_KEY] = settings.http.hsts_max_age
+    app.router.add_get("/", _root)
+    app.router.add_get(settings.http.websocket_path, websocket.handle)
+    app.on_shutdown.append(websocket.on_shutdown)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.http.listen_host, settings.http.listen_port, ssl_context=ctx
+    )
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    port = int(runner.addresses[0][1])  # the bound port, also when 0 was asked for
+    return runner, port
