@@ -27,7 +27,6 @@ connection carries on. Logs go to the ``sip_gateway.aio`` logger and name the pe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import ssl
@@ -376,11 +375,12 @@ class SipEndpoint:
         finally:
             timer.cancel()
             self._finish()
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
-            await self._wire.wait_closed()
-            if not self.closed.done():
-                self.closed.set_result(None)
+            try:
+                await asyncio.wait({timer})
+                await self._wire.wait_closed()
+            finally:
+                if not self.closed.done():
+                    self.closed.set_result(None)
 
     async def _pump(self) -> None:
         while True:

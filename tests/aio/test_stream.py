@@ -345,3 +345,17 @@ async def test_alias_without_client_certificate_is_not_reused(listener, tls_pki)
         outbound = await client.connect("127.0.0.1", server.port)
         assert (await outbound.request(options(outbound.make_via()))).status_code == 200
         assert not server_side.endpoints
+
+
+async def test_stalled_handshake_is_bounded_and_logged(tls_pki, caplog):
+    config = SipEndpointConfig(handshake_timeout=0.2)
+    server = await SipTlsServer.start(
+        "127.0.0.1", 0, tls_pki.server_context(), Recorder(), config=config
+    )
+    async with asyncio.timeout(LIMIT), server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)  # no TLS
+        client_port = writer.get_extra_info("sockname")[1]
+        assert await reader.read() == b""  # dropped by the server
+        writer.close()
+        await writer.wait_closed()
+    assert f"127.0.0.1:{client_port} refused: handshake did not complete in time" in caplog.text
