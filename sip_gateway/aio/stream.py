@@ -120,7 +120,7 @@ class StreamWire:
 
     def close(self) -> None:
         """Flush and close (sending close_notify); abort if that takes too long."""
-        if self._writer.is_closing():
+        if self._abort_handle is not None:
             return
         self._writer.close()
         loop = asyncio.get_running_loop()
@@ -131,8 +131,8 @@ class StreamWire:
         self._writer.transport.abort()
 
     async def wait_closed(self) -> None:
-        """Return when the transport is closed (its error, if any, was already logged)."""
-        self._writer.close()
+        """Return when the transport is closed, at most ``close_timeout`` after closing."""
+        self.close()
         with contextlib.suppress(OSError):
             await self._writer.wait_closed()
         if self._abort_handle is not None:
@@ -178,6 +178,7 @@ class SipTlsConnector:
         self._pool: dict[tuple[str, int, str], SipEndpoint] = {}
         self._dialing: dict[tuple[str, int, str], asyncio.Task[SipEndpoint]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dialed: set[SipEndpoint] = set()
 
     @property
     def endpoints(self) -> frozenset[SipEndpoint]:
@@ -235,17 +236,18 @@ class SipTlsConnector:
         self._keep(key, endpoint)
 
     def close(self) -> None:
-        """Close every connection and cancel every connection attempt."""
+        """Close the connections made here and cancel every connection attempt.
+
+        Adopted inbound connections belong to their listener and stay open.
+        """
         for task in self._dialing.values():
             task.cancel()
-        for endpoint in self._pool.values():
+        for endpoint in self._dialed:
             endpoint.close()
 
     async def wait_closed(self) -> None:
         """Wait until every connection made here has ended."""
         await asyncio.gather(*self._dialing.values(), *self._tasks, return_exceptions=True)
-        for endpoint in list(self._pool.values()):
-            await endpoint.wait_closed()
 
     async def __aenter__(self) -> SipTlsConnector:
         return self
@@ -281,6 +283,8 @@ class SipTlsConnector:
         task = asyncio.create_task(endpoint.run(), name=f"{endpoint!r}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._dialed.add(endpoint)
+        endpoint.closed.add_done_callback(lambda _: self._dialed.discard(endpoint))
         self._keep(key, endpoint)
         return endpoint
 
