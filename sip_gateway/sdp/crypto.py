@@ -97,6 +97,8 @@ class KeyParams:
             raise ValueError("MKI value does not fit its length")
         if self.lifetime is not None and self.lifetime < 1:
             raise ValueError("lifetime must be positive")
+        if self.lifetime_power and (self.lifetime is None or self.lifetime.bit_count() != 1):
+            raise ValueError("lifetime_power needs a lifetime that is a power of two")
 
     @classmethod
     def parse(cls, text: str) -> KeyParams:
@@ -132,9 +134,8 @@ class KeyParams:
         """Serialize for the SDP body. Contains the key: never log it."""
         text = "inline:" + base64.b64encode(self.key_salt).decode("ascii")
         if self.lifetime is not None:
-            exponent = self.lifetime.bit_length() - 1
-            power = self.lifetime_power and self.lifetime == 1 << exponent
-            text += f"|2^{exponent}" if power else f"|{self.lifetime}"
+            power = f"2^{self.lifetime.bit_length() - 1}"
+            text += f"|{power}" if self.lifetime_power else f"|{self.lifetime}"
         if self.mki is not None:
             text += f"|{self.mki}:{self.mki_length}"
         return text

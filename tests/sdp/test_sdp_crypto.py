@@ -168,7 +168,9 @@ def test_key_params_invariants() -> None:
     assert (
         str(KeyParams(key_salt=b"abc", lifetime=2**31, lifetime_power=True)) == "inline:YWJj|2^31"
     )
-    assert str(KeyParams(key_salt=b"abc", lifetime=3, lifetime_power=True)) == "inline:YWJj|3"
+    assert str(KeyParams(key_salt=b"abc", lifetime=2**31)) == "inline:YWJj|2147483648"
+    with pytest.raises(ValueError, match="power of two"):
+        KeyParams(key_salt=b"abc", lifetime=3, lifetime_power=True)
 
 
 # --- a=fingerprint and a=setup -------------------------------------------------------
