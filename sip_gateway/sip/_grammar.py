@@ -31,7 +31,6 @@ __all__ = [
     "quote",
     "remove_param",
     "replace_param",
-    "scan_quoted",
     "skip_ws",
     "split_hostport",
     "split_list",
@@ -42,9 +41,15 @@ Params = tuple[tuple[str, str | None], ...]
 ALPHANUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN_CHARS = ALPHANUM | frozenset("-.!%*_+`'~")
-# generic-param values: token / host / quoted-string; host adds ":" "[" "]" for IPv6.
-_GEN_VALUE_CHARS = TOKEN_CHARS | frozenset(":[]")
 _WS = " \t"
+_TCHAR_CLASS = r"A-Za-z0-9\-.!%*_+`'~"
+_TOKEN_RE = re.compile(f"[{_TCHAR_CLASS}]+")
+# SEMI generic-param: SWS ";" SWS token [ SWS "=" SWS ( quoted-string / token / host ) ] SWS
+_PARAM_RE = re.compile(
+    f"[ \t]*;[ \t]*([{_TCHAR_CLASS}]+)[ \t]*"
+    f'(?:=[ \t]*("(?:[^"\\\\]|\\\\.)*"|[{_TCHAR_CLASS}:\\[\\]]+)[ \t]*)?',
+    re.DOTALL,
+)
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
 _IPV6_CHARS_RE = re.compile(r"[0-9A-Fa-f:.]+")
 
@@ -56,7 +61,7 @@ def bad(what: str, status_code: int = 400) -> RemoteProtocolError:
 
 def is_token(text: str) -> bool:
     """Whether ``text`` is a non-empty RFC 3261 token."""
-    return bool(text) and all(ch in TOKEN_CHARS for ch in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def skip_ws(text: str, pos: int) -> int:
@@ -109,11 +114,6 @@ def parse_quoted(text: str, pos: int) -> tuple[str, int]:
         out.append(ch)
         i += 1
     raise bad("unterminated quoted string")
-
-
-def scan_quoted(text: str, pos: int) -> int:
-    """Return the index just after the quoted-string starting at ``pos`` (raw scan)."""
-    return parse_quoted(text, pos)[1]
 
 
 def quote(text: str) -> str:
@@ -237,36 +237,12 @@ def parse_params(text: str, pos: int, what: str) -> tuple[Params, int]:
         RemoteProtocolError: 400 on an empty or malformed parameter.
     """
     params: list[tuple[str, str | None]] = []
-    end = len(text)
-    pos = skip_ws(text, pos)
-    while pos < end and text[pos] == ";":
-        pos = skip_ws(text, pos + 1)
-        start = pos
-        while pos < end and text[pos] in TOKEN_CHARS:
-            pos += 1
-        if pos == start:
-            raise bad(f"{what}: empty parameter")
-        name = text[start:pos]
-        pos = skip_ws(text, pos)
-        value: str | None = None
-        if pos < end and text[pos] == "=":
-            pos = skip_ws(text, pos + 1)
-            value, pos = _parse_param_value(text, pos, what)
-            pos = skip_ws(text, pos)
-        params.append((name, value))
-    return tuple(params), pos
-
-
-def _parse_param_value(text: str, pos: int, what: str) -> tuple[str, int]:
-    if pos < len(text) and text[pos] == '"':
-        stop = scan_quoted(text, pos)
-        return text[pos:stop], stop
-    start = pos
-    while pos < len(text) and text[pos] in _GEN_VALUE_CHARS:
-        pos += 1
-    if pos == start:
-        raise bad(f"{what}: empty parameter value")
-    return text[start:pos], pos
+    while (match := _PARAM_RE.match(text, pos)) is not None:
+        params.append((match.group(1), match.group(2)))
+        pos = match.end()
+    if text.startswith(";", skip_ws(text, pos)):
+        raise bad(f"{what}: empty or malformed parameter")
+    return tuple(params), skip_ws(text, pos)
 
 
 def format_params(params: Params) -> str:

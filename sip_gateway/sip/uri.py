@@ -36,7 +36,6 @@ _USER_CHARS = _UNRESERVED | frozenset("&=+$,;?/")
 _PASSWORD_CHARS = _UNRESERVED | frozenset("&=+$,")
 _PARAM_CHARS = _UNRESERVED | frozenset("[]/:&+$")
 _HEADER_CHARS = _UNRESERVED | frozenset("[]/?:+$")
-_HEX = frozenset("0123456789abcdefABCDEF")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _FORBIDDEN_OPAQUE = frozenset(' <>"\\\x7f')
 
@@ -176,9 +175,9 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
         password = pw if sep else None
         if not user:
             raise bad("SIP URI: empty user")
-        _check_chars(user, _USER_CHARS, "SIP URI user")
+        _check_chars(user, _USER_RE, "SIP URI user")
         if password is not None:
-            _check_chars(password, _PASSWORD_CHARS, "SIP URI password")
+            _check_chars(password, _PASSWORD_RE, "SIP URI password")
     rest, has_headers, header_text = rest.partition("?")
     hostport, has_params, param_text = rest.partition(";")
     host, port = split_hostport(hostport, "SIP URI")
@@ -204,9 +203,9 @@ def _parse_uri_params(text: str) -> Params:
         name, sep, value = item.partition("=")
         if not name or (sep and not value):
             raise bad("SIP URI: empty parameter")
-        _check_chars(name, _PARAM_CHARS, "SIP URI parameter")
+        _check_chars(name, _PARAM_RE, "SIP URI parameter")
         if sep:
-            _check_chars(value, _PARAM_CHARS, "SIP URI parameter")
+            _check_chars(value, _PARAM_RE, "SIP URI parameter")
         params.append((name, value if sep else None))
     return tuple(params)
 
@@ -217,27 +216,28 @@ def _parse_uri_headers(text: str) -> tuple[tuple[str, str], ...]:
         name, sep, value = item.partition("=")
         if not name or not sep:
             raise bad("SIP URI: malformed header")
-        _check_chars(name, _HEADER_CHARS, "SIP URI header")
-        _check_chars(value, _HEADER_CHARS, "SIP URI header")
+        _check_chars(name, _HEADER_RE, "SIP URI header")
+        _check_chars(value, _HEADER_RE, "SIP URI header")
         headers.append((name, value))
     return tuple(headers)
 
 
-def _check_chars(text: str, allowed: frozenset[str], what: str) -> None:
+def _escaped_re(chars: frozenset[str]) -> re.Pattern[str]:
+    """``*( chars / "%" HEXDIG HEXDIG )`` as a compiled pattern."""
+    return re.compile("(?:[" + re.escape("".join(sorted(chars))) + "]|%[0-9A-Fa-f]{2})*")
+
+
+_USER_RE = _escaped_re(_USER_CHARS)
+_PASSWORD_RE = _escaped_re(_PASSWORD_CHARS)
+_PARAM_RE = _escaped_re(_PARAM_CHARS)
+_HEADER_RE = _escaped_re(_HEADER_CHARS)
+
+
+def _check_chars(text: str, pattern: re.Pattern[str], what: str) -> None:
     """Check ``text`` against a character class plus ``%HH`` escapes.
 
     Raises:
         RemoteProtocolError: 400 on a disallowed character or a broken escape.
     """
-    i = 0
-    end = len(text)
-    while i < end:
-        ch = text[i]
-        if ch == "%":
-            if text[i + 1 : i + 2] not in _HEX or text[i + 2 : i + 3] not in _HEX:
-                raise bad(f"{what}: bad escape")
-            i += 3
-            continue
-        if ch not in allowed:
-            raise bad(f"{what}: bad character")
-        i += 1
+    if pattern.fullmatch(text) is None:
+        raise bad(f"{what}: bad character or escape")
