@@ -10,6 +10,7 @@ the :class:`SdesCrypto` / :class:`DtlsCrypto` facts. Refusals raise :class:`SdpE
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from sip_gateway.sdp.crypto import SUITES, CryptoAttribute
@@ -23,6 +24,7 @@ from sip_gateway.sip.errors import LocalProtocolError
 KeySource = Callable[[int], bytes]
 """Returns ``n`` cryptographically random bytes; production passes ``secrets.token_bytes``."""
 
+_PARAM_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 _REFUSED_SESSION_PARAMS = {
     "UNENCRYPTED_SRTP": "unencrypted SRTP refused",
     "UNENCRYPTED_SRTCP": "unencrypted SRTCP refused",
@@ -84,7 +86,9 @@ def refusal_reason(crypto: CryptoAttribute, profile: MediaProfile) -> str | None
         if name == "FEC_ORDER" and value != "FEC_SRTP":
             return "FEC order not supported"
         if name not in ("KDR", "WSH", "FEC_ORDER") and not name.startswith("-"):
-            return f"session parameter {name[:32]} not understood"
+            # Echo only names shaped like RFC 4568 parameters: a misplaced key must not leak.
+            shown = name if _PARAM_NAME.fullmatch(name) else "(unnamed)"
+            return f"session parameter {shown} not understood"
     return None
 
 

@@ -176,7 +176,7 @@ def test_any_crypto_value_parses_or_raises_parse_error(value: str) -> None:
 
 TOKEN = st.from_regex(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]{1,10}", fullmatch=True)
 RAW = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n\x00"),
     max_size=16,
 )
 BIG = st.integers(0, 10**20 - 1)

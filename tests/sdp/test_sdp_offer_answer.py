@@ -268,6 +268,12 @@ REFUSALS = {
     "unencrypted": ([LINE_80 + " UNENCRYPTED_SRTP"], "RTP/SAVP", "0", "unencrypted SRTP"),
     "kdr": ([LINE_80 + " KDR=24"], "RTP/SAVP", "0", "key derivation rate"),
     "unknown param": ([LINE_80 + " FOO=1"], "RTP/SAVP", "0", "FOO not understood"),
+    "misplaced key": (
+        [f"{LINE_80} inline:{KEY30}"],
+        "RTP/SAVP",
+        "0",
+        "session parameter (unnamed) not understood",
+    ),
     "two keys": (
         [f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY30}|1:1;inline:{KEY30}|2:1"],
         "RTP/SAVP",
@@ -661,3 +667,18 @@ def test_profile_validation() -> None:
         MediaProfile(codecs=())
     with pytest.raises(ValueError, match="port"):
         LocalMedia(address="h", port=0, session_id=1)
+
+
+def test_malformed_optional_lines_are_tolerated_in_negotiation() -> None:
+    offer = load("chrome_offer.sdp")
+    offer.add_attribute("ice-lite")
+    audio = offer.media[0]
+    audio.add_attribute("candidate", "broken")
+    audio.add_attribute("rtpmap", "111 broken")
+    audio.remove_attribute("rtcp-mux")
+    audio.set_attribute("rtcp", "not-a-port")
+    _, config = answer_offer(offer, WEBRTC, WEBRTC_LOCAL, key_source=Keys())
+    assert config.remote_ice is not None and config.remote_ice.lite
+    assert len(config.remote_ice.candidates) == 3
+    assert config.remote_rtcp_address == ("203.0.113.45", 54313)
+    assert str(config.codec) == "opus/48000/2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from sip_gateway.sdp import (
     Direction,
     Extmap,
     Fingerprint,
+    Fmtp,
     Group,
     Origin,
     Rtcp,
@@ -266,7 +268,7 @@ def test_parse_error_names_the_line_and_never_the_key() -> None:
 
 def test_typed_helpers_raise_parse_error_on_malformed_values() -> None:
     media = SdpMedia(kind="audio", port=1, proto="RTP/AVP", formats=["0"])
-    for name, value, getter in [
+    cases: list[tuple[str, str, Callable[[], object]]] = [
         ("rtpmap", "x PCMU/8000", lambda: media.rtpmaps),
         ("ptime", "abc", lambda: media.ptime),
         ("maxptime", "-1", lambda: media.maxptime),
@@ -277,7 +279,8 @@ def test_typed_helpers_raise_parse_error_on_malformed_values() -> None:
         ("fingerprint", "sha-256 zz", lambda: media.fingerprints),
         ("setup", "both", lambda: media.setup),
         ("crypto", "1 AES_CM_128_HMAC_SHA1_80", lambda: media.crypto),
-    ]:
+    ]
+    for name, value, getter in cases:
         media.attributes = [Attribute(name, value)]
         with pytest.raises(SdpParseError):
             getter()
@@ -342,3 +345,11 @@ def test_value_helpers_round_trip() -> None:
     assert str(Rtcp.parse("53020")) == "53020"
     assert str(Ssrc.parse("1 foo")) == "1 foo"
     assert str(Extmap.parse("3/sendrecv urn:x attr")) == "3/sendrecv urn:x attr"
+
+
+def test_fmtp_params() -> None:
+    fmtp = Fmtp.parse("111 minptime=10; useinbandfec=1;stereo")
+    assert fmtp.params() == {"minptime": "10", "useinbandfec": "1", "stereo": None}
+    assert str(fmtp) == "111 minptime=10; useinbandfec=1;stereo"
+    with pytest.raises(SdpParseError):
+        Fmtp.parse(" 0-16")
