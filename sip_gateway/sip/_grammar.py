@@ -20,6 +20,7 @@ __all__ = [
     "Params",
     "bad",
     "format_params",
+    "is_call_id",
     "is_host",
     "is_ip_address",
     "is_ipv6",
@@ -43,6 +44,7 @@ ALPHANUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 TOKEN_CHARS = ALPHANUM | frozenset("-.!%*_+`'~")
 _WS = " \t"
 _TCHAR_CLASS = r"A-Za-z0-9\-.!%*_+`'~"
+_CALL_ID_RE = re.compile(r"[\x21-\x7e]+")
 _TOKEN_RE = re.compile(f"[{_TCHAR_CLASS}]+")
 # SEMI generic-param: SWS ";" SWS token [ SWS "=" SWS ( quoted-string / token / host ) ] SWS
 _PARAM_RE = re.compile(
@@ -62,6 +64,11 @@ def bad(what: str, status_code: int = 400) -> RemoteProtocolError:
 def is_token(text: str) -> bool:
     """Whether ``text`` is a non-empty RFC 3261 token."""
     return _TOKEN_RE.fullmatch(text) is not None
+
+
+def is_call_id(text: str) -> bool:
+    """Whether ``text`` is a Call-ID: visible ASCII (RFC 3261 ``word ["@" word]``, liberally)."""
+    return _CALL_ID_RE.fullmatch(text) is not None
 
 
 def skip_ws(text: str, pos: int) -> int:

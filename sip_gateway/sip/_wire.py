@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._grammar import bad, is_token, parse_int, split_list
+from ._grammar import bad, is_call_id, is_token, parse_int, split_list
+from ._names import canonical_name
 from .errors import RemoteProtocolError
-from .headers import Headers, canonical_name, parse_cseq, parse_name_addr, parse_via
+from .headers import Headers, parse_cseq, parse_name_addr, parse_via
 from .uri import AbsoluteUri, SipUri, parse_uri
 
 __all__ = ["ParsedHead", "frame_length", "parse_head"]
@@ -179,7 +180,7 @@ def check_headers(headers: Headers) -> None:
 
 
 def _check_call_id(value: str) -> None:
-    if not value or any(ch in value for ch in _WS):
+    if not is_call_id(value):
         raise bad("Call-ID: malformed")
 
 

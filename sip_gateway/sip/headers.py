@@ -39,6 +39,7 @@ from ._grammar import (
     skip_ws,
     split_list,
 )
+from ._names import LIST_HEADERS, SECRET_HEADERS, canonical_name
 from .errors import LocalProtocolError
 from .uri import AbsoluteUri, SipUri, parse_uri
 
@@ -54,146 +55,7 @@ __all__ = [
     "parse_via",
 ]
 
-_COMPACT = {
-    "a": "Accept-Contact",
-    "b": "Referred-By",
-    "c": "Content-Type",
-    "d": "Request-Disposition",
-    "e": "Content-Encoding",
-    "f": "From",
-    "i": "Call-ID",
-    "j": "Reject-Contact",
-    "k": "Supported",
-    "l": "Content-Length",
-    "m": "Contact",
-    "n": "Identity-Info",
-    "o": "Event",
-    "r": "Refer-To",
-    "s": "Subject",
-    "t": "To",
-    "u": "Allow-Events",
-    "v": "Via",
-    "x": "Session-Expires",
-    "y": "Identity",
-}
-_KNOWN = [
-    "Accept",
-    "Accept-Encoding",
-    "Accept-Language",
-    "Alert-Info",
-    "Allow",
-    "Authentication-Info",
-    "Authorization",
-    "Call-ID",
-    "Call-Info",
-    "Contact",
-    "Content-Disposition",
-    "Content-Encoding",
-    "Content-Language",
-    "Content-Length",
-    "Content-Type",
-    "CSeq",
-    "Date",
-    "Error-Info",
-    "Expires",
-    "From",
-    "In-Reply-To",
-    "Max-Forwards",
-    "MIME-Version",
-    "Min-Expires",
-    "Organization",
-    "Priority",
-    "Proxy-Authenticate",
-    "Proxy-Authorization",
-    "Proxy-Require",
-    "Record-Route",
-    "Reply-To",
-    "Require",
-    "Retry-After",
-    "Route",
-    "Server",
-    "Subject",
-    "Supported",
-    "Timestamp",
-    "To",
-    "Unsupported",
-    "User-Agent",
-    "Via",
-    "Warning",
-    "WWW-Authenticate",
-    "RAck",
-    "RSeq",
-    "Path",
-    "Service-Route",
-    "Reason",
-    "Privacy",
-    "P-Asserted-Identity",
-    "P-Preferred-Identity",
-    "Min-SE",
-    "Session-Expires",
-    "Refer-To",
-    "Referred-By",
-    "Replaces",
-    "Event",
-    "Allow-Events",
-    "Subscription-State",
-    "Security-Client",
-    "Security-Server",
-    "Security-Verify",
-    "History-Info",
-    "Identity",
-    "Identity-Info",
-    "Accept-Contact",
-    "Reject-Contact",
-    "Request-Disposition",
-    "SIP-ETag",
-    "SIP-If-Match",
-]
-_CANONICAL = {name.lower(): name for name in _KNOWN} | {k: v for k, v in _COMPACT.items()}
-_LIST_HEADERS = frozenset(
-    name.lower()
-    for name in [
-        "Accept",
-        "Accept-Encoding",
-        "Accept-Language",
-        "Alert-Info",
-        "Allow",
-        "Allow-Events",
-        "Call-Info",
-        "Contact",
-        "Content-Encoding",
-        "Content-Language",
-        "Error-Info",
-        "In-Reply-To",
-        "Path",
-        "Proxy-Require",
-        "Reason",
-        "Record-Route",
-        "Require",
-        "Route",
-        "Security-Client",
-        "Security-Server",
-        "Security-Verify",
-        "Service-Route",
-        "Supported",
-        "Unsupported",
-        "Via",
-        "Warning",
-        "History-Info",
-        "P-Asserted-Identity",
-        "P-Preferred-Identity",
-        "Accept-Contact",
-        "Reject-Contact",
-        "Request-Disposition",
-    ]
-)
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _WS = " \t"
-
-
-def canonical_name(name: str) -> str:
-    """Return the canonical spelling of a header name (compact forms expanded)."""
-    return _CANONICAL.get(name.lower(), name)
 
 
 class Headers:
@@ -232,7 +94,7 @@ class Headers:
         """Every value of ``name`` in order; list headers are split on top-level commas."""
         key = canonical_name(name).lower()
         lines = [value for n, value in self._items if n.lower() == key]
-        if key not in _LIST_HEADERS:
+        if key not in LIST_HEADERS:
             return lines
         return [part for line in lines for part in split_list(line) if part]
 
@@ -293,7 +155,7 @@ class Headers:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = [(n, "<redacted>" if n.lower() in _SECRET_HEADERS else v) for n, v in self._items]
+        shown = [(n, "<redacted>" if n.lower() in SECRET_HEADERS else v) for n, v in self._items]
         return f"Headers({shown!r})"
 
 

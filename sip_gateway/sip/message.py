@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ._grammar import bad, parse_int
+from ._grammar import bad, is_call_id, parse_int
 from ._reasons import reason_phrase
 from ._wire import ParsedHead, parse_head
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -90,7 +90,7 @@ class _MessageBase:
     def call_id(self) -> str:
         """The Call-ID (raises 400 when missing, repeated or malformed)."""
         value = self._single("Call-ID")
-        if not value or any(ch in value for ch in _WS):
+        if not is_call_id(value):
             raise bad("Call-ID: malformed")
         return value
 

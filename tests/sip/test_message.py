@@ -148,6 +148,8 @@ def test_datagram_framing_rules():
         (b"OPTIONS sip:a@b SIP/2.0\r\nMax-Forwards: 256\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: a b\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID:\r\n\r\n", 400),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: a\x00b\r\n\r\n", 400),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: caf\xc3\xa9\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nContact: *, <sip:a@b>\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nRoute: <sip:a@b>,\r\n\r\n", 400),
         (b"OPTIONS sip:a@b SIP/2.0\r\nRecord-Route: junk\r\n\r\n", 400),
