@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 _WS = " \t"
+# *(token LWS), liberally with UTF-8 (unquoted non-ASCII names are common in the wild)
+_DISPLAY_CHARS = TOKEN_CHARS | frozenset(_WS)
 
 
 class Headers:
@@ -217,7 +219,9 @@ class NameAddr:
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``name-addr`` or ``addr-spec`` followed by header parameters.
 
-    Liberal where RFC 4475 asks: a token display name may touch ``<`` without LWS.
+    Liberal where RFC 4475 asks: a token display name may touch ``<`` without LWS, and
+    an unquoted display name may hold non-ASCII characters. Other non-token characters
+    (``Bell, Alexander <...>``) are an error.
 
     Raises:
         RemoteProtocolError: 400 on any syntax error.
@@ -231,7 +235,7 @@ def parse_name_addr(text: str) -> NameAddr:
         if not text.startswith("<", pos):
             raise bad("name-addr: quoted display name without <URI>")
     else:
-        while pos < len(text) and (text[pos] in TOKEN_CHARS or text[pos] in _WS):
+        while pos < len(text) and (text[pos] in _DISPLAY_CHARS or text[pos] > "\x7f"):
             pos += 1
         if text.startswith("<", pos):
             display = text[:pos].strip(_WS) or None

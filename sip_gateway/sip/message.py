@@ -189,6 +189,8 @@ class _MessageBase:
             LocalProtocolError: the message cannot be put on the wire as it stands.
         """
         lines = self._head_lines()
+        if "\r" in lines[0] or "\n" in lines[0]:
+            raise LocalProtocolError("start line must not contain CR or LF")
         lines += [f"{name}: {value}" for name, value in self.headers if name != "Content-Length"]
         lines.append(f"Content-Length: {len(self.body)}")
         try:

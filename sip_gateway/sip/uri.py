@@ -38,6 +38,8 @@ _PARAM_CHARS = _UNRESERVED | frozenset("[]/:&+$")
 _HEADER_CHARS = _UNRESERVED | frozenset("[]/?:+$")
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 _FORBIDDEN_OPAQUE = frozenset(' <>"\\\x7f')
+_UNSAFE_RE = re.compile(r'[\x00-\x20\x7f<>"]')
+_UNSAFE_HOST_RE = re.compile(r'[\x00-\x20\x7f<>";?@/,]')
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,10 +65,18 @@ class SipUri:
     headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        # Guards locally built URIs (a dialed number, a user name) against injection
+        # into a start line or header; parsed URIs always pass.
         if self.scheme not in ("sip", "sips"):
             raise LocalProtocolError("SipUri scheme must be 'sip' or 'sips'")
-        if not self.host or any(ch in self.host for ch in " \t\r\n;?@<>"):
+        if not self.host or _UNSAFE_HOST_RE.search(self.host):
             raise LocalProtocolError("SipUri host is empty or contains separators")
+        parts = [self.user or "", self.password or ""]
+        if _UNSAFE_RE.search("".join(parts)) or any("@" in part for part in parts):
+            raise LocalProtocolError("SipUri user or password contains unsafe characters")
+        for name, value in (*self.params, *self.headers):
+            if not name or _UNSAFE_RE.search(name + (value or "")):
+                raise LocalProtocolError("SipUri parameter or header contains unsafe characters")
 
     def param(self, name: str) -> str | None:
         """Value of uri-parameter ``name`` (any case); ``""`` if valueless, None if absent."""
@@ -137,6 +147,12 @@ class AbsoluteUri:
 
     scheme: str
     opaque: str
+
+    def __post_init__(self) -> None:
+        if _SCHEME_RE.fullmatch(self.scheme) is None or not self.opaque:
+            raise LocalProtocolError("AbsoluteUri needs a scheme and opaque text")
+        if _UNSAFE_RE.search(self.opaque):
+            raise LocalProtocolError("AbsoluteUri contains unsafe characters")
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.opaque}"

@@ -338,3 +338,9 @@ def test_cseq_local_range():
         CSeq(seq=2**31, method="INVITE")
     with pytest.raises(LocalProtocolError):
         CSeq(seq=1, method="IN VITE")
+
+
+def test_unquoted_utf8_display_name_is_accepted():
+    addr = parse_name_addr("Jörg Müller <sip:j@example.de>;tag=1")
+    assert addr.display_name == "Jörg Müller"
+    assert str(addr) == '"Jörg Müller" <sip:j@example.de>;tag=1'

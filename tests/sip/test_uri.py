@@ -136,3 +136,29 @@ def test_local_construction_is_checked():
         SipUri(host="")
     with pytest.raises(LocalProtocolError):
         SipUri(host="a b")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"user": "123\r\nX: injected"},
+        {"user": "a b"},
+        {"user": "a@b"},
+        {"password": "p@ss"},
+        {"host": "h;x=1"},
+        {"params": (("transport", "tls\r\n"),)},
+        {"params": (("", "x"),)},
+        {"headers": (("Subject", "a b"),)},
+    ],
+)
+def test_local_construction_rejects_injection(fields):
+    base = {"host": "example.com", "user": "alice"}
+    with pytest.raises(LocalProtocolError):
+        SipUri(**(base | fields))
+
+
+def test_absolute_uri_local_construction():
+    with pytest.raises(LocalProtocolError):
+        AbsoluteUri(scheme="tel", opaque="+1\r\nX: y")
+    with pytest.raises(LocalProtocolError):
+        AbsoluteUri(scheme="1x", opaque="a")
