@@ -4,8 +4,9 @@ Theory of operation: a :class:`StreamFramer` owns one connection's receive buffe
 ``receive_data`` appends bytes; ``next_message`` returns the next complete message, a
 :class:`KeepAlive`, or None when more bytes are needed. A message ends after its header
 section and Content-Length bytes of body (a missing Content-Length counts as 0, so a
-body-less message from a lax peer still frames; a body without one desynchronizes the
-stream and fails on the next start line).
+body-less message from a lax peer still frames; a body without one is then framed as
+a message of its own and rejected). Framing reads Content-Length with exactly the rules
+of the parser (folding, compact ``l``, equal repeated values), so both agree.
 
 Limits: a header section, or header section plus declared body, larger than
 ``max_message_size`` raises :class:`MessageTooLarge` (513) as soon as that is known (the
