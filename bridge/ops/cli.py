@@ -50,11 +50,11 @@ def _serve(config: Path | None) -> int:
     except SettingsError as exc:
         print(f"pstn-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from bridge import app
+    from bridge.app import StartupError, serve
 
     try:
-        asyncio.run(app.serve(settings))
-    except app.StartupError as exc:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
         print(f"pstn-bridge: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

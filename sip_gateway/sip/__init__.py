@@ -7,7 +7,7 @@ with :class:`Dialog`, and authenticate with :mod:`sip_gateway.sip.auth`.
 
 from .connection import SipConnection, SipConnectionConfig
 from .dialog import Dialog, DialogId, DialogState, DialogTable
-from .errors import LocalProtocolError, MessageTooLarge, RemoteProtocolError, SipError
+from .errors import LocalProtocolError, MessageTooLargeError, RemoteProtocolError, SipError
 from .events import (
     AckReceived,
     CancelReceived,
@@ -37,7 +37,7 @@ __all__ = [
     "KeepAliveReceived",
     "LocalProtocolError",
     "MessageRejected",
-    "MessageTooLarge",
+    "MessageTooLargeError",
     "NameAddr",
     "RemoteProtocolError",
     "RequestReceived",

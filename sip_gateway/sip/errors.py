@@ -5,7 +5,7 @@ Hierarchy::
     SipError                      base of every error raised by sip_gateway.sip
     +-- LocalProtocolError        we were asked to do something the protocol forbids
     +-- RemoteProtocolError       the peer sent something invalid; carries the SIP status to answer
-        +-- MessageTooLarge       framing refused an oversize message (513)
+        +-- MessageTooLargeError       framing refused an oversize message (513)
 
 Every remote error carries its wire meaning: ``status_code`` is the response a UAS
 should send (400, 505, 501, 416, 420, 483, 513 ...) and ``reason`` the phrase. The
@@ -14,7 +14,7 @@ message text never contains secrets (passwords, digest responses, keys).
 
 from __future__ import annotations
 
-__all__ = ["LocalProtocolError", "MessageTooLarge", "RemoteProtocolError", "SipError"]
+__all__ = ["LocalProtocolError", "MessageTooLargeError", "RemoteProtocolError", "SipError"]
 
 _REASONS: dict[int, str] = {
     400: "Bad Request",
@@ -63,7 +63,7 @@ class RemoteProtocolError(SipError):
         self.headers = headers
 
 
-class MessageTooLarge(RemoteProtocolError):
+class MessageTooLargeError(RemoteProtocolError):
     """Raised when a message exceeds the configured size limit (513 Message Too Large)."""
 
     def __init__(self, message: str) -> None:

@@ -9,7 +9,7 @@ a message of its own and rejected). Framing reads Content-Length with exactly th
 of the parser (folding, compact ``l``, equal repeated values), so both agree.
 
 Limits: a header section, or header section plus declared body, larger than
-``max_message_size`` raises :class:`MessageTooLarge` (513) as soon as that is known (the
+``max_message_size`` raises :class:`MessageTooLargeError` (513) as soon as that is known (the
 body is never awaited), so the buffer holds at most one limit plus the last read, as
 long as the caller drains ``next_message`` after each ``receive_data``.
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._wire import frame_length, parse_head
-from .errors import MessageTooLarge, RemoteProtocolError
+from .errors import MessageTooLargeError, RemoteProtocolError
 from .message import SipMessage, message_from_head
 
 __all__ = ["KeepAlive", "RejectedFrame", "StreamFramer"]
@@ -91,7 +91,7 @@ class StreamFramer:
         """Return the next message or keep-alive, or None if more data is needed.
 
         Raises:
-            MessageTooLarge: the message exceeds ``max_message_size`` (513).
+            MessageTooLargeError: the message exceeds ``max_message_size`` (513).
             RemoteProtocolError: the stream is malformed (400, 505 ...); the connection
                 should be closed after answering, if answering is possible.
         """
@@ -139,16 +139,16 @@ class StreamFramer:
         end = self._buffer.find(b"\r\n\r\n", max(0, self._scan_from - 3))
         if end < 0:
             if len(self._buffer) > limit:
-                raise MessageTooLarge("header section larger than the message size limit")
+                raise MessageTooLargeError("header section larger than the message size limit")
             self._scan_from = len(self._buffer)
             return False
         self._scan_from = 0
         head_size = end + 4
         if head_size > limit:
-            raise MessageTooLarge("header section larger than the message size limit")
+            raise MessageTooLargeError("header section larger than the message size limit")
         head = bytes(self._buffer[:end])
         length = frame_length(head) or 0
         if head_size + length > limit:
-            raise MessageTooLarge("message larger than the message size limit")
+            raise MessageTooLargeError("message larger than the message size limit")
         self._head, self._head_size, self._content_length = head, head_size, length
         return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sip_gateway.sip.errors import MessageTooLarge, RemoteProtocolError
+from sip_gateway.sip.errors import MessageTooLargeError, RemoteProtocolError
 from sip_gateway.sip.message import SipMessage, SipRequest, SipResponse, parse_message
 from sip_gateway.sip.parser import KeepAlive, RejectedFrame, StreamFramer
 
@@ -113,20 +113,20 @@ def test_header_section_too_large():
     framer.receive_data(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"a" * 960)
     assert framer.next_message() is None
     framer.receive_data(b"a" * 50)
-    with pytest.raises(MessageTooLarge) as info:
+    with pytest.raises(MessageTooLargeError) as info:
         framer.next_message()
     assert info.value.status_code == 513
     assert framer.buffered == 0
     framer.receive_data(b"more")
     assert framer.buffered == 0
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(MessageTooLargeError):
         framer.next_message()  # stays failed: the stream cannot resynchronize
     assert framer.failed_data.startswith(b"OPTIONS")
 
 
 def test_endless_header_byte_by_byte_is_bounded():
     framer = StreamFramer(max_message_size=200)
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(MessageTooLargeError):
         for _ in range(1000):
             framer.receive_data(b"x")
             framer.next_message()
@@ -136,14 +136,14 @@ def test_endless_header_byte_by_byte_is_bounded():
 def test_content_length_over_the_limit_is_rejected_before_the_body():
     framer = StreamFramer(max_message_size=1000)
     framer.receive_data(make(1).replace(b"Content-Length: 0", b"Content-Length: 5000"))
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(MessageTooLargeError):
         framer.next_message()
 
 
 def test_exact_limit_is_accepted():
     data = make(1, BODY)
     assert len(feed([data], max_message_size=len(data))) == 1
-    with pytest.raises(MessageTooLarge):
+    with pytest.raises(MessageTooLargeError):
         feed([data], max_message_size=len(data) - 1)
 
 
