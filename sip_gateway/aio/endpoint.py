@@ -199,6 +199,7 @@ class SipEndpoint:
         """Resolves (with None) once the connection is gone and every waiter was failed."""
         self._pending: dict[str, asyncio.Future[SipResponse]] = {}
         self._wake = asyncio.Event()
+        self._dispatching = False
         self._closing = False
         self._wire_closed = False
         self._last_activity = self._loop.time()
@@ -450,11 +451,24 @@ class SipEndpoint:
     # -- events and output -----------------------------------------------------------
 
     def _after_input(self) -> None:
-        """Hand the core's events out, write its output, act on a fatal error."""
-        while (event := self._conn.next_event()) is not None:
-            if not self._settle(event):
-                self._observe(event)
-                self._dispatch(event)
+        """Hand the core's events out, write its output, act on a fatal error.
+
+        Not re-entrant: when the handler sends from inside an event, the nested call only
+        writes the output; the outer loop hands out the remaining events one at a time, so
+        a burst of requests in one read never nests handler calls.
+        """
+        if self._dispatching:
+            self._flush()
+            self._wake.set()
+            return
+        self._dispatching = True
+        try:
+            while (event := self._conn.next_event()) is not None:
+                if not self._settle(event):
+                    self._observe(event)
+                    self._dispatch(event)
+        finally:
+            self._dispatching = False
         self._flush()
         if self._conn.closed and not self._closing:
             self.close()
