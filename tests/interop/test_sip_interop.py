@@ -23,6 +23,7 @@ from sip_gateway.aio import SipConnectError
 from sip_gateway.sdp import CryptoAttribute, SdesCrypto, parse_sdp
 from sip_gateway.sip.auth import DigestAccount, DigestCredentials, parse_credentials
 from sip_gateway.sip.uri import SipUri
+from sip_gateway.tls import ClientAuth
 
 from .peers import free_port, free_port_block, wait_log
 from .ua import CallFailedError, TestUserAgent
@@ -34,6 +35,7 @@ LIMIT = 20.0
 GATEWAY = "+15551230001"
 SIPP_OFFER_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd"  # uac_invite_*_tls.xml
 SHA1_80 = "AES_CM_128_HMAC_SHA1_80"
+CLIENT_NAME = "pstn-bridge-dev-client"  # tests.pki's client leaf (DNS SAN)
 BURST = 3000
 
 
@@ -79,6 +81,33 @@ async def test_sipp_options_to_our_uas(ua, sipp_tls_uac):
     conf = run.stunnel.conf.read_text()
     assert "verifyChain = yes" in conf and "checkIP = 127.0.0.1" in conf
     wait_log(run.stunnel.log, "Certificate accepted at depth=0", timeout=2)
+
+
+@pytest.mark.parametrize("client_cert", ["client", None])
+async def test_mutual_tls_listener_behind_stunnel_client(pki, sipp_tls_uac, client_cert, caplog):
+    """A carrier-facing listener that requires a client certificate from the PKI CA."""
+    agent = TestUserAgent(
+        server_context=pki.server_context(client_auth=ClientAuth.REQUIRED),
+        media_port=free_port_block(2, tcp=False),
+    )
+    await agent.listen(free_port())
+    try:
+        run = sipp_tls_uac("uac_options_tls", agent.port, client_cert=client_cert, timeout_s=3)
+        async with asyncio.timeout(LIMIT):
+            result = await run.sipp.wait_async(15)
+    finally:
+        await agent.aclose()
+
+    if client_cert is None:  # TLS 1.3: stunnel's handshake "succeeds", then we reset it
+        assert result.stats.successful == 0, result.describe()
+        assert agent.received == [] and agent.endpoints == []
+        assert "client certificate required but none was sent" in caplog.text
+        return
+    assert result.stats.successful == 1, result.describe()
+    assert agent.methods() == ["OPTIONS"]
+    (inbound,) = agent.endpoints
+    assert inbound.peer_certificate_names == {CLIENT_NAME}
+    assert inbound.tls is not None and inbound.tls.peer_certificate_verified
 
 
 async def test_sipp_options_burst_on_one_connection(ua, sipp_tls_uac):

@@ -127,6 +127,8 @@ class TestUserAgent:
         self.inbound: list[tuple[Dialog, SipEndpoint]] = []
         """Dialogs our UAS created, with the connection their INVITE came in on."""
         self.rejected: list[MessageRejected] = []
+        self.endpoints: list[SipEndpoint] = []
+        """Every connection an event arrived on, in order of first event."""
         self._server_context = server_context
         self._config = config or SipEndpointConfig()
         self._server: SipTlsServer | None = None
@@ -185,6 +187,8 @@ class TestUserAgent:
 
     def handle(self, endpoint: SipEndpoint, event: SipEvent) -> None:
         """The :data:`~sip_gateway.aio.SipHandler` of every connection of this agent."""
+        if endpoint not in self.endpoints:
+            self.endpoints.append(endpoint)
         if isinstance(event, RequestReceived):
             self.received.append(event.request)
             self._on_request(endpoint, event.transaction_id, event.request)
