@@ -22,6 +22,7 @@ import pytest
 from sip_gateway.aio import SipConnectError
 from sip_gateway.sdp import CryptoAttribute, SdesCrypto, parse_sdp
 from sip_gateway.sip.auth import DigestAccount, DigestCredentials, parse_credentials
+from sip_gateway.sip.events import RequestReceived, TransactionTerminated
 from sip_gateway.sip.uri import SipUri
 from sip_gateway.tls import ClientAuth
 
@@ -145,6 +146,28 @@ async def test_sipp_invite_to_our_uas(ua, sipp_tls_uac):
     # what SIPp received is the answer we built
     ok = result.messages().split("SIP/2.0 200 OK", 1)[1]
     assert f"a=crypto:1 {SHA1_80} inline:" in ok
+
+
+async def test_sipp_plain_rtp_offer_gets_488(ua, sipp_tls_uac):
+    """SRTP is mandatory: RTP/AVP is refused, and the ACK is absorbed by the transaction."""
+    run = sipp_tls_uac("uac_invite_plain_rtp_tls", ua.port, service=GATEWAY)
+    async with asyncio.timeout(LIMIT):
+        result = await run.sipp.wait_async(15)
+        (inbound,) = ua.endpoints
+        await inbound.wait_closed()  # SIPp is gone: every transaction has ended
+
+    assert result.stats.successful == 1, result.describe()
+    # the ACK matched the INVITE server transaction: Completed -> Confirmed -> Terminated;
+    # an unmatched one would have left it to die with the connection (TransactionTimedOut)
+    (invite,) = [e for e in ua.events if isinstance(e, RequestReceived)]
+    ended = [e for e in ua.events if getattr(e, "transaction_id", None) == invite.transaction_id]
+    assert [type(e) for e in ended] == [RequestReceived, TransactionTerminated], ended
+    messages = result.messages()
+    assert statuses(messages) == [100, 488]
+    branches = re.findall(r"^Via: SIP/2\.0/TLS \S+;branch=(\S+?);", messages, re.M)
+    assert len(set(branches)) == 1, branches  # the ACK is in the INVITE transaction
+    assert ua.methods() == ["INVITE"]  # a non-2xx ACK never reaches the TU
+    assert ua.answers == [] and len(ua.dialogs) == 0
 
 
 # --------------------------------------------------------------------------------------------

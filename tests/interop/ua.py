@@ -127,6 +127,8 @@ class TestUserAgent:
         self.inbound: list[tuple[Dialog, SipEndpoint]] = []
         """Dialogs our UAS created, with the connection their INVITE came in on."""
         self.rejected: list[MessageRejected] = []
+        self.events: list[SipEvent] = []
+        """Every event of every connection, in order."""
         self.endpoints: list[SipEndpoint] = []
         """Every connection an event arrived on, in order of first event."""
         self._server_context = server_context
@@ -187,6 +189,7 @@ class TestUserAgent:
 
     def handle(self, endpoint: SipEndpoint, event: SipEvent) -> None:
         """The :data:`~sip_gateway.aio.SipHandler` of every connection of this agent."""
+        self.events.append(event)
         if endpoint not in self.endpoints:
             self.endpoints.append(endpoint)
         if isinstance(event, RequestReceived):
