@@ -81,7 +81,8 @@ async def test_sipp_options_to_our_uas(ua, sipp_tls_uac):
     # stunnel's checks: chain to the PKI CA, and the IP SAN (checkIP = 127.0.0.1)
     conf = run.stunnel.conf.read_text()
     assert "verifyChain = yes" in conf and "checkIP = 127.0.0.1" in conf
-    wait_log(run.stunnel.log, "Certificate accepted at depth=0", timeout=2)
+    wait_log(run.stunnel.log, 'CERT: IP address "127.0.0.1" matched', timeout=2)
+    wait_log(run.stunnel.log, "Certificate accepted at depth=0: CN=localhost", timeout=2)
 
 
 @pytest.mark.parametrize("client_cert", ["client", None])
