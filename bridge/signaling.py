@@ -4,8 +4,10 @@ Theory of operation: :class:`Signaling` receives the events of every endpoint (c
 connections over TLS, browsers over WSS) and answers requests. For now it answers
 OPTIONS (keep-alive and capability queries), runs the registrar for browsers over WSS,
 refuses in-dialog requests for dialogs it does not know with 481 and new calls with
-480 (call routing comes with the call layer), and logs every refused message with the
-peer's address. A handler error answers 500 and never reaches the transport.
+480 (call routing comes with the call layer), and logs every refused request with the
+peer's address (malformed messages are logged by the transport that rejected them).
+An unexpected error while answering is logged and answered with 500; it never reaches
+the transport.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Callable
 from sip_gateway.aio.endpoint import SipEndpoint
 from sip_gateway.sip.errors import LocalProtocolError, RemoteProtocolError
 from sip_gateway.sip.events import (
-    MessageRejected,
     RequestReceived,
     SipEvent,
     TransactionTimedOut,
@@ -53,16 +54,6 @@ class Signaling:
         """The :data:`SipHandler` given to every listener."""
         if isinstance(event, RequestReceived):
             self._request(endpoint, event)
-        elif isinstance(event, MessageRejected):
-            log.warning(
-                "%s %s:%d sent an invalid message (%d %s): %s%s",
-                endpoint.transport,
-                *endpoint.peer,
-                event.status_code,
-                event.reason,
-                event.detail,
-                "; connection closed" if event.fatal else "",
-            )
         elif isinstance(event, TransactionTimedOut):
             log.info(
                 "%s %s:%d transaction timed out (Timer %s)",
@@ -80,6 +71,9 @@ class Signaling:
                 "%s %s:%d %s refused: %s", endpoint.transport, *endpoint.peer, request.method, exc
             )
             response = build_response(request, exc.status_code, exc.reason)
+        except Exception:
+            log.exception("answering %s from %s:%d failed", request.method, *endpoint.peer)
+            response = build_response(request, 500)
         response.headers.add("Server", self._server_header)
         self._tag(response)
         try:
