@@ -1,0 +1,156 @@
+"""The sending half of a media session: one RTP packet per ptime tick, never a gap.
+
+Theory of operation: the application pushes PCM of any length into a bounded FIFO
+(:meth:`OutboundStream.push`); at every ptime tick the session asks for exactly one
+packet (:meth:`OutboundStream.tick`). What goes out, in priority order:
+
+1. the next packet of the RFC 4733 digit being sent (the audio of that tick is
+   consumed and discarded: audio is suppressed while a digit plays);
+2. a queued digit, once the inter-digit gap has passed;
+3. one frame of the application's audio (a short tail is padded with silence);
+4. comfort silence, when the application gave nothing (many SBCs drop SRTP streams
+   with gaps); with ``comfort_noise=False`` nothing is sent and the timestamp moves on,
+   and the next packet carries the marker bit (a new talkspurt).
+
+The RTP timestamp advances by one frame per tick whatever goes out, so it stays in
+step with the tick clock. No I/O, no clock, no randomness (the packetizer is built
+by the session from its injected source).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .dtmf import DtmfSender
+from .errors import LocalMediaError
+from .g711 import G711Codec
+from .rtp import RtpPacket, RtpPacketizer
+
+__all__ = ["DTMF_GAP_TICKS", "MAX_QUEUED_FRAMES", "OutboundStream"]
+
+MAX_QUEUED_FRAMES: Final = 10
+"""Local audio queued beyond this many frames is discarded, oldest first."""
+DTMF_GAP_TICKS: Final = 3
+"""Ticks of audio between two digits (60 ms at 20 ms ptime)."""
+MAX_QUEUED_DIGITS: Final = 64
+
+Pcm = npt.NDArray[np.int16]
+
+
+class OutboundStream:
+    """Audio FIFO, digit queue and packetizer of one sending stream.
+
+    Attributes:
+        silence_sent: comfort-silence packets produced.
+        dtmf_sent: digits started.
+        overflow: samples of local audio discarded (queue full).
+    """
+
+    def __init__(
+        self,
+        codec: G711Codec,
+        packetizer: RtpPacketizer,
+        samples: int,
+        *,
+        dtmf: DtmfSender | None,
+        comfort_noise: bool = True,
+    ) -> None:
+        """Start with an empty queue; the first packet carries the marker bit."""
+        self.codec = codec
+        self.packetizer = packetizer
+        self.samples = samples
+        self.dtmf = dtmf
+        self.comfort_noise = comfort_noise
+        self.silence_sent = 0
+        self.dtmf_sent = 0
+        self.overflow = 0
+        self._fifo: Pcm = np.zeros(0, dtype=np.int16)
+        self._digits: deque[tuple[str, int]] = deque()
+        self._event: deque[RtpPacket] = deque()
+        self._gap = 0
+        self._marker = True
+
+    @property
+    def sending_digit(self) -> bool:
+        """Whether a digit is being sent or waits in the queue."""
+        return bool(self._event or self._digits)
+
+    def push(self, pcm: Pcm) -> None:
+        """Queue local audio (8 kHz ``int16`` samples, any length).
+
+        Raises:
+            LocalMediaError: not a one-dimensional ``int16`` array.
+        """
+        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+            raise LocalMediaError("audio must be a one-dimensional int16 numpy array")
+        fifo = np.concatenate((self._fifo, pcm))
+        limit = MAX_QUEUED_FRAMES * self.samples
+        if len(fifo) > limit:
+            self.overflow += len(fifo) - limit
+            fifo = fifo[-limit:]
+        self._fifo = fifo
+
+    def queue_digit(self, digit: str, duration_ms: int) -> None:
+        """Queue one RFC 4733 digit.
+
+        Raises:
+            LocalMediaError: no telephone-event was negotiated, the digit or duration is
+                invalid, or too many digits are waiting.
+        """
+        if self.dtmf is None:
+            raise LocalMediaError("no telephone-event payload was negotiated")
+        if len(digit) != 1 or digit.upper() not in "0123456789*#ABCD" or duration_ms <= 0:
+            raise LocalMediaError(f"not a DTMF digit with a positive duration: {digit!r}")
+        if len(self._digits) >= MAX_QUEUED_DIGITS:
+            raise LocalMediaError("too many DTMF digits queued")
+        self._digits.append((digit.upper(), duration_ms))
+
+    def tick(self) -> bytes | None:
+        """The RTP packet (unprotected) for this tick, or None for a gap."""
+        frame = self._take_frame()
+        if self._event:
+            return self._event_packet()
+        if self._digits and self._gap == 0 and self.dtmf is not None:
+            digit, duration_ms = self._digits.popleft()
+            self._event.extend(self.dtmf.packets(digit, self.packetizer, duration_ms=duration_ms))
+            self.dtmf_sent += 1
+            return self._event_packet()
+        self._gap = max(0, self._gap - 1)
+        if frame is None and not self.comfort_noise:
+            self.packetizer.advance(self.samples)
+            self._marker = True
+            return None
+        if frame is None:
+            payload = self.codec.silence(self.samples)
+            self.silence_sent += 1
+        else:
+            payload = self.codec.encode(frame)
+        marker, self._marker = self._marker, False
+        return self.packetizer.packet_bytes(payload, self.samples, marker)
+
+    def skip(self) -> None:
+        """A tick on which nothing may be sent (direction recvonly/inactive)."""
+        self._take_frame()
+        self._event.clear()
+        self._digits.clear()
+        self.packetizer.advance(self.samples)
+        self._marker = True
+
+    def _event_packet(self) -> bytes:
+        packet = self._event.popleft()
+        if not self._event:
+            self._gap = DTMF_GAP_TICKS
+        return packet.serialize()
+
+    def _take_frame(self) -> Pcm | None:
+        fifo = self._fifo
+        if not len(fifo):
+            return None
+        frame, self._fifo = fifo[: self.samples], fifo[self.samples :]
+        if len(frame) < self.samples:
+            frame = np.concatenate((frame, np.zeros(self.samples - len(frame), dtype=np.int16)))
+        return frame

@@ -1,0 +1,568 @@
+"""The per-leg media engine: SDES-SRTP G.711 with RFC 4733 DTMF, sans-IO.
+
+Theory of operation
+-------------------
+A :class:`MediaSession` turns one negotiated :class:`~sip_gateway.sdp.MediaConfig`
+into datagrams and events, h11/aioquic style: the caller feeds datagrams with
+:meth:`~MediaSession.receive_datagram`, drives time with :meth:`~MediaSession.get_timer`
+and :meth:`~MediaSession.handle_timer`, and collects :meth:`~MediaSession.datagrams_to_send`
+and :meth:`~MediaSession.next_event`. It never reads a clock, opens a socket or draws
+randomness of its own (sequence number, timestamp and RTCP jitter come from ``rng``).
+
+Receiving: a datagram is RTCP or RTP by its second byte (RFC 5761), is unprotected by
+the inbound SRTP context and only then trusted. Symmetric RTP: the first authenticated
+RTP packet fixes the peer's source address and SSRC ("latching", :class:`SourceLatched`)
+and our RTP goes there from then on; another source or SSRC takes over only after the
+latched one has been silent for :data:`RELATCH_AFTER` seconds. Accepted packets feed
+the reception statistics, the RFC 4733 receiver (:class:`DtmfReceived`) and the jitter
+buffer. Everything else is dropped and counted by reason (:class:`PacketDropped`,
+aggregated); nothing the network sends makes a method raise.
+
+Timing: ptime ticks fall at ``start + k * ptime``. Each tick sends exactly one packet
+(local audio, a digit's event packet, or comfort silence; see ``_outbound``) and plays
+one frame out of the jitter buffer (:class:`AudioReceived`; a missing frame is the last
+one attenuated once, then silence). RTCP SR/RR with SDES CNAME goes out over SRTCP at
+the RFC 3550 A.7 interval (about 5 s, randomized), to the peer's RTP address with
+rtcp-mux or to its RTCP port.
+
+Secrets: keys live only in :class:`~sip_gateway.media.srtp.SrtpSession`; no event,
+statistic or ``repr`` here carries them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from sip_gateway.sdp.media_config import MediaConfig, SdesCrypto
+
+from ._outbound import OutboundStream
+from .dtmf import DtmfReceiver, DtmfSender
+from .errors import LocalMediaError, MalformedPacketError, UnsupportedCodecError
+from .events import (
+    AudioReceived,
+    DtmfReceived,
+    MediaEvent,
+    MediaStats,
+    PacketDropped,
+    RtcpReceived,
+    SourceLatched,
+)
+from .g711 import G711Codec
+from .jitter import Concealment, JitterBuffer
+from .reception import ReceptionStats, round_trip_time, rtcp_interval
+from .rtcp import (
+    SDES_CNAME,
+    Bye,
+    ReceiverReport,
+    RtcpPacket,
+    SdesChunk,
+    SenderReport,
+    SourceDescription,
+    build_rtcp,
+    ntp_timestamp,
+    parse_rtcp,
+)
+from .rtp import RtpPacket, RtpPacketizer, is_rtcp
+from .srtp import SrtpSession
+
+__all__ = ["RELATCH_AFTER", "MediaSession", "RandomSource"]
+
+Address = tuple[str, int]
+Pcm = npt.NDArray[np.int16]
+
+CLOCK_RATE: Final = 8000
+RELATCH_AFTER: Final = 1.0
+"""Seconds the latched source must be silent before another one may take over."""
+DROP_EVENT_INTERVAL: Final = 1.0
+"""At most one PacketDropped per reason per this many seconds."""
+MAX_CATCH_UP: Final = 10
+"""Ticks handled at once after a late timer; older ones are skipped (time moves on)."""
+RTCP_SHARE: Final = 0.05  # RFC 3550 6.2: 5% of the session bandwidth
+UDP_IP_OVERHEAD: Final = 28
+CONCEALMENT_GAIN: Final = 0.5
+
+
+class RandomSource(Protocol):
+    """What the session draws from (``random.Random`` or ``secrets.SystemRandom`` fit)."""
+
+    def random(self) -> float:
+        """A float uniformly drawn from [0, 1)."""
+        ...
+
+    def getrandbits(self, k: int, /) -> int:
+        """An integer with ``k`` random bits."""
+        ...
+
+
+class MediaSession:
+    """One SDES-SRTP G.711 audio stream, both directions (see the module docstring).
+
+    Args:
+        config: the negotiated media configuration (SDES crypto, G.711 codec).
+        local_ssrc: our SSRC (drawn by the caller at random).
+        rng: the injected random source (first sequence number and timestamp, RTCP
+            interval jitter, CNAME).
+        comfort_noise: send G.711 silence on ticks without local audio (no gaps).
+        cname: the RTCP CNAME (default: 16 random hex digits, RFC 7022 style).
+
+    Raises:
+        LocalMediaError: the configuration is not SDES-keyed, or its suite is not supported.
+        UnsupportedCodecError: the send codec is not G.711.
+    """
+
+    def __init__(
+        self,
+        config: MediaConfig,
+        *,
+        local_ssrc: int,
+        rng: RandomSource,
+        comfort_noise: bool = True,
+        cname: str | None = None,
+    ) -> None:
+        self._rng = rng
+        self._srtp = SrtpSession(_sdes(config))
+        self._config = config
+        codec = _send_codec(config)
+        packetizer = RtpPacketizer(
+            local_ssrc, codec.payload_type, CLOCK_RATE, rng.getrandbits(16), rng.getrandbits(32)
+        )
+        self._out = OutboundStream(
+            codec, packetizer, _samples(config), dtmf=None, comfort_noise=comfort_noise
+        )
+        self.cname = cname or f"{rng.getrandbits(64):016x}"
+        self._remote = config.remote_address
+        self._remote_rtcp = config.remote_rtcp_address
+        self._latched = self._rtcp_latched = False
+        self._remote_ssrc: int | None = None
+        self._last_rx = float("-inf")
+        self._reception: ReceptionStats | None = None
+        self._apply_codecs(config)
+        self._jitter = self._new_jitter()
+        self._events: deque[MediaEvent] = deque()
+        self._datagrams: list[tuple[bytes, Address]] = []
+        self._dropped: dict[str, int] = {}
+        self._drop_pending: dict[str, int] = {}
+        self._drop_reported: dict[str, float] = {}
+        self._last_frame: Pcm | None = None
+        self._concealed_run = 0
+        self._playing = False
+        self._counts = dict.fromkeys(
+            ("received", "octets", "datagrams", "rtcp_sent", "rtcp_received", "dtmf", "concealed"),
+            0,
+        )
+        self._rtt: float | None = None
+        self._epoch: float | None = None
+        self._ticks = 0
+        self._unix_offset = 0.0
+        self._next_rtcp = float("inf")
+        self._rtcp_size = 100.0 + UDP_IP_OVERHEAD
+        self._sent_since_report = False
+        self._closed = False
+
+    # -- public API ------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        """SSRC, destination and suite (never keys)."""
+        return (
+            f"MediaSession(ssrc={self.local_ssrc:#010x}, remote={self._remote}, "
+            f"suite={self._srtp.suite!r}, latched={self._latched})"
+        )
+
+    @property
+    def config(self) -> MediaConfig:
+        """The configuration in force."""
+        return self._config
+
+    @property
+    def local_ssrc(self) -> int:
+        """Our SSRC."""
+        return self._out.packetizer.ssrc
+
+    @property
+    def remote_address(self) -> Address:
+        """Where our RTP goes: the SDP address until a source is latched."""
+        return self._remote
+
+    @property
+    def remote_rtcp_address(self) -> Address:
+        """Where our RTCP goes."""
+        return self._remote_rtcp
+
+    def start(self, now: float, *, unix_offset: float = 0.0) -> None:
+        """Start the tick clock: the first packet goes out at ``now``.
+
+        Args:
+            now: the current time (any monotonic clock, seconds).
+            unix_offset: wall-clock seconds minus ``now`` (for RTCP NTP timestamps).
+        """
+        if self._epoch is not None:
+            return
+        self._epoch, self._ticks, self._unix_offset = now, 0, unix_offset
+        self._schedule_rtcp(now, initial=True)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (None: not started, or closed)."""
+        if self._epoch is None or self._closed:
+            return None
+        return min(self._tick_time(self._ticks), self._next_rtcp)
+
+    def ticks_due(self, now: float) -> int:
+        """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
+        if self._epoch is None or self._closed:
+            return 0
+        elapsed = int((now - self._epoch) / self._ptime + 1e-9) + 1
+        return max(0, min(elapsed - self._ticks, MAX_CATCH_UP))
+
+    def handle_timer(self, now: float) -> None:
+        """Run the due ptime ticks (send, play out) and the RTCP report if due."""
+        if self._epoch is None or self._closed:
+            return
+        self._skip_missed(now)
+        for _ in range(self.ticks_due(now)):
+            self._tick(now)
+        if now >= self._next_rtcp:
+            self._send_rtcp(now)
+            self._schedule_rtcp(now, initial=False)
+        self._flush_drops(now)
+
+    def send_audio(self, pcm: Pcm, now: float) -> None:
+        """Queue local audio (8 kHz mono ``int16``); one frame goes out per tick.
+
+        Raises:
+            LocalMediaError: not a one-dimensional ``int16`` array.
+        """
+        self._out.push(pcm)
+
+    def send_dtmf(self, digit: str, now: float, duration_ms: int = 100) -> None:
+        """Queue an RFC 4733 digit; its packets replace audio on the next ticks.
+
+        Raises:
+            LocalMediaError: no telephone-event was negotiated, or not a DTMF digit.
+        """
+        self._out.queue_digit(digit, duration_ms)
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        """Handle one datagram from the network (RTP or RTCP, protected). Never raises."""
+        if self._closed:
+            return
+        self._counts["datagrams"] += 1
+        if is_rtcp(data):
+            self._receive_rtcp(data, source, now)
+        else:
+            self._receive_rtp(data, source, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """The SRTP/SRTCP datagrams to send, with their destinations; clears the queue."""
+        out, self._datagrams = self._datagrams, []
+        return out
+
+    def next_event(self) -> MediaEvent | None:
+        """The next event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def update(self, config: MediaConfig, now: float) -> None:
+        """Apply a re-negotiated configuration (re-INVITE).
+
+        The SRTP contexts (rollover counters, replay windows) are kept when suite and
+        keys did not change; a new remote address undoes the latch.
+
+        Raises:
+            LocalMediaError: the new configuration is not SDES-keyed or not supported.
+            UnsupportedCodecError: the new send codec is not G.711.
+        """
+        crypto = _sdes(config)
+        codec = _send_codec(config)
+        if not self._srtp.same_keys(crypto):
+            self._srtp = SrtpSession(crypto)
+        if config.remote_address != self._config.remote_address:
+            self._remote, self._latched = config.remote_address, False
+        if config.remote_rtcp_address != self._config.remote_rtcp_address:
+            self._remote_rtcp, self._rtcp_latched = config.remote_rtcp_address, False
+        ptime_changed = config.ptime != self._config.ptime
+        if ptime_changed and self._epoch is not None:
+            self._epoch, self._ticks = self._tick_time(self._ticks), 0
+        self._out.codec = codec
+        self._out.packetizer.payload_type = codec.payload_type
+        self._out.samples = _samples(config)
+        self._config = config
+        self._apply_codecs(config)
+        if ptime_changed:
+            self._jitter = self._new_jitter()
+
+    def close(self, now: float) -> None:
+        """Stop: queue a final SRTCP report with BYE; no timer after this."""
+        if self._closed:
+            return
+        if self._epoch is not None:
+            self._send_rtcp(now, bye=True)
+        self._closed = True
+
+    def stats(self) -> MediaStats:
+        """A snapshot of the counters."""
+        reception, counts, out = self._reception, self._counts, self._out
+        return MediaStats(
+            packets_sent=out.packetizer.packet_count,
+            octets_sent=out.packetizer.octet_count,
+            silence_sent=out.silence_sent,
+            dtmf_sent=out.dtmf_sent,
+            rtcp_sent=counts["rtcp_sent"],
+            datagrams_received=counts["datagrams"],
+            packets_received=counts["received"],
+            octets_received=counts["octets"],
+            rtcp_received=counts["rtcp_received"],
+            dtmf_received=counts["dtmf"],
+            dropped=dict(self._dropped),
+            lost=max(0, reception.cumulative_lost) if reception else 0,
+            jitter_ms=reception.jitter_seconds * 1000 if reception else 0.0,
+            concealed=counts["concealed"],
+            audio_overflow=out.overflow,
+            round_trip_time=self._rtt,
+            remote_address=self._remote,
+            latched=self._latched,
+            suite=self._srtp.suite,
+        )
+
+    # -- configuration ---------------------------------------------------------------
+
+    def _apply_codecs(self, config: MediaConfig) -> None:
+        self._decoders: dict[int, G711Codec] = {}
+        for codec in config.codecs:
+            try:
+                self._decoders[codec.payload_type] = G711Codec(codec.name, codec.payload_type)
+            except (UnsupportedCodecError, LocalMediaError):
+                continue  # negotiated but not decodable here: counted when it arrives
+        event = config.telephone_event
+        self._dtmf_rx = self._new_dtmf_receiver()
+        self._out.dtmf = (
+            None
+            if event is None
+            else DtmfSender(event.payload_type, event.clock_rate, config.ptime)
+        )
+
+    def _new_dtmf_receiver(self) -> DtmfReceiver | None:
+        event = self._config.telephone_event
+        return None if event is None else DtmfReceiver(event.payload_type, event.clock_rate)
+
+    def _new_jitter(self) -> JitterBuffer:
+        return JitterBuffer(CLOCK_RATE, self._config.ptime)
+
+    @property
+    def _ptime(self) -> float:
+        return self._config.ptime / 1000
+
+    def _tick_time(self, index: int) -> float:
+        assert self._epoch is not None
+        return self._epoch + index * self._ptime
+
+    # -- ticks -----------------------------------------------------------------------
+
+    def _skip_missed(self, now: float) -> None:
+        """After a very late timer, move time on instead of bursting old packets."""
+        assert self._epoch is not None
+        behind = int((now - self._epoch) / self._ptime + 1e-9) + 1 - self._ticks
+        for _ in range(behind - MAX_CATCH_UP):
+            self._out.skip()
+            self._ticks += 1
+
+    def _tick(self, now: float) -> None:
+        self._ticks += 1
+        if self._config.direction.sends:
+            packet = self._out.tick()
+            if packet is not None:
+                self._datagrams.append((self._srtp.protect(packet), self._remote))
+                self._sent_since_report = True
+        else:
+            self._out.skip()
+        self._play_out(now)
+
+    def _play_out(self, now: float) -> None:
+        if not self._playing or not self._config.direction.receives:
+            return
+        item = self._jitter.pop(now)
+        if item is None or isinstance(item, Concealment):  # lost, late, or paused
+            self._conceal()
+            return
+        decoder = self._decoders.get(item.payload_type)
+        if decoder is None:  # a telephone-event packet holds this tick: audio is muted
+            self._last_frame = None
+            self._events.append(AudioReceived(pcm=np.zeros(_samples(self._config), np.int16)))
+            return
+        pcm = decoder.decode(item.payload)
+        self._last_frame, self._concealed_run = pcm, 0
+        self._events.append(AudioReceived(pcm=pcm))
+
+    def _conceal(self) -> None:
+        """A lost frame: the last one attenuated, once; then silence."""
+        if self._concealed_run == 0 and self._last_frame is not None:
+            pcm = (self._last_frame.astype(np.float32) * CONCEALMENT_GAIN).astype(np.int16)
+        else:
+            pcm = np.zeros(_samples(self._config), dtype=np.int16)
+        self._concealed_run += 1
+        self._counts["concealed"] += 1
+        self._events.append(AudioReceived(pcm=pcm, concealed=True))
+
+    # -- receiving -------------------------------------------------------------------
+
+    def _receive_rtp(self, data: bytes, source: Address, now: float) -> None:
+        plain = self._srtp.unprotect(data)
+        if plain is None:
+            self._drop(self._srtp.last_drop_reason or "malformed", now)
+            return
+        try:
+            packet = RtpPacket.parse(plain)
+        except MalformedPacketError:
+            self._drop("malformed", now)
+            return
+        if not self._accept_source(packet.ssrc, source, now):
+            return
+        assert self._reception is not None
+        self._reception.update(packet.sequence, packet.timestamp, now)
+        self._last_rx = now
+        event = self._config.telephone_event
+        is_event = event is not None and packet.payload_type == event.payload_type
+        if not is_event and packet.payload_type not in self._decoders:
+            self._drop("unknown_payload_type", now)
+            return
+        self._counts["received"] += 1
+        self._counts["octets"] += len(packet.payload)
+        if not self._config.direction.receives:
+            return
+        if self._dtmf_rx is not None:
+            for digit in self._dtmf_rx.feed(packet):
+                self._counts["dtmf"] += 1
+                self._events.append(DtmfReceived(digit=digit.digit, duration_ms=digit.duration_ms))
+        self._jitter.put(packet, now)  # events too: they hold their ticks in the playout
+        self._playing = True
+
+    def _accept_source(self, ssrc: int, source: Address, now: float) -> bool:
+        """Symmetric RTP latching; only ever called for authenticated packets."""
+        if self._latched and source == self._remote and ssrc == self._remote_ssrc:
+            return True
+        if self._latched and now - self._last_rx < RELATCH_AFTER:
+            self._drop("wrong_source" if source != self._remote else "wrong_ssrc", now)
+            return False
+        previous, self._remote, self._latched = self._remote, source, True
+        if self._config.rtcp_mux:
+            self._remote_rtcp = source
+        if ssrc != self._remote_ssrc:
+            self._remote_ssrc = ssrc
+            self._reception = ReceptionStats(ssrc, CLOCK_RATE)
+            self._jitter = self._new_jitter()
+            self._dtmf_rx = self._new_dtmf_receiver()
+        self._events.append(SourceLatched(address=source, ssrc=ssrc, previous=previous))
+        return True
+
+    def _receive_rtcp(self, data: bytes, source: Address, now: float) -> None:
+        plain = self._srtp.unprotect_rtcp(data)
+        if plain is None:
+            self._drop(self._srtp.last_drop_reason or "malformed", now)
+            return
+        try:
+            packets = tuple(parse_rtcp(plain))
+        except MalformedPacketError:
+            self._drop("malformed", now)
+            return
+        if not self._config.rtcp_mux and not self._rtcp_latched:
+            self._remote_rtcp, self._rtcp_latched = source, True
+        self._counts["rtcp_received"] += 1
+        self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16  # A.7
+        rtt = self._read_reports(packets, now)
+        self._rtt = rtt if rtt is not None else self._rtt
+        self._events.append(RtcpReceived(packets=packets, round_trip_time=rtt))
+
+    def _read_reports(self, packets: tuple[RtcpPacket, ...], now: float) -> float | None:
+        rtt = None
+        for packet in packets:
+            if not isinstance(packet, SenderReport | ReceiverReport):
+                continue
+            if isinstance(packet, SenderReport) and packet.ssrc == self._remote_ssrc:
+                assert self._reception is not None
+                self._reception.sender_report_received(packet, now)
+            for block in packet.reports:
+                if block.ssrc == self.local_ssrc:
+                    rtt = round_trip_time(block, now + self._unix_offset) or rtt
+        return rtt
+
+    def _drop(self, reason: str, now: float) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        self._drop_pending[reason] = self._drop_pending.get(reason, 0) + 1
+        last = self._drop_reported.get(reason)
+        if last is None or now - last >= DROP_EVENT_INTERVAL:
+            self._report_drop(reason, now)
+
+    def _flush_drops(self, now: float) -> None:
+        for reason, pending in self._drop_pending.items():
+            if pending and now - self._drop_reported[reason] >= DROP_EVENT_INTERVAL:
+                self._report_drop(reason, now)
+
+    def _report_drop(self, reason: str, now: float) -> None:
+        pending, self._drop_pending[reason] = self._drop_pending[reason], 0
+        self._drop_reported[reason] = now
+        self._events.append(
+            PacketDropped(reason=reason, count=pending, total=self._dropped[reason])
+        )
+
+    # -- RTCP ------------------------------------------------------------------------
+
+    def _schedule_rtcp(self, now: float, *, initial: bool) -> None:
+        frame_octets = len(self._out.codec.silence(_samples(self._config))) + 12 + 16
+        session_bandwidth = (frame_octets + UDP_IP_OVERHEAD) / self._ptime * 2
+        heard = self._reception is not None
+        senders = int(self._config.direction.sends) + int(heard)
+        interval = rtcp_interval(
+            members=1 + int(heard),
+            senders=senders,
+            rtcp_bandwidth=session_bandwidth * RTCP_SHARE,
+            we_sent=self._config.direction.sends,
+            average_size=self._rtcp_size,
+            initial=initial,
+            random_factor=self._rng.random(),
+        )
+        self._next_rtcp = now + interval
+
+    def _send_rtcp(self, now: float, *, bye: bool = False) -> None:
+        ssrc = self.local_ssrc
+        reception = self._reception
+        blocks = (reception.report_block(now),) if reception is not None else ()
+        report: RtcpPacket
+        if self._sent_since_report:
+            packetizer = self._out.packetizer
+            ahead = round((self._tick_time(self._ticks) - now) * CLOCK_RATE)
+            report = SenderReport(
+                ssrc=ssrc,
+                ntp_timestamp=ntp_timestamp(now + self._unix_offset),
+                rtp_timestamp=(packetizer.timestamp - ahead) & 0xFFFFFFFF,
+                packet_count=packetizer.packet_count,
+                octet_count=packetizer.octet_count,
+                reports=blocks,
+            )
+        else:
+            report = ReceiverReport(ssrc=ssrc, reports=blocks)
+        sdes = SourceDescription(chunks=(SdesChunk(ssrc=ssrc, items=((SDES_CNAME, self.cname),)),))
+        packets = [report, sdes, *([Bye(sources=(ssrc,))] if bye else [])]
+        data = self._srtp.protect_rtcp(build_rtcp(packets))
+        self._datagrams.append((data, self._remote_rtcp))
+        self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16
+        self._counts["rtcp_sent"] += 1
+        self._sent_since_report = False
+
+
+def _sdes(config: MediaConfig) -> SdesCrypto:
+    if not isinstance(config.crypto, SdesCrypto):
+        raise LocalMediaError("MediaSession needs SDES-keyed SRTP (DTLS legs use aiortc)")
+    return config.crypto
+
+
+def _send_codec(config: MediaConfig) -> G711Codec:
+    codec = config.codec
+    if codec.clock_rate != CLOCK_RATE:
+        raise UnsupportedCodecError(f"unsupported clock rate for {codec}")
+    return G711Codec(codec.name, codec.payload_type)
+
+
+def _samples(config: MediaConfig) -> int:
+    return CLOCK_RATE * config.ptime // 1000
