@@ -1,0 +1,449 @@
+"""An adaptive jitter buffer for one received RTP stream.
+
+Theory of operation: packets go in with their arrival time (:meth:`JitterBuffer.put`)
+and come out one per ptime tick (:meth:`JitterBuffer.pop`). The buffer keeps a
+*playout point*: the RTP timestamp due at the current tick and the next sequence
+number; it advances one frame per tick, so a frame is played at its tick or never.
+
+* Ordering and loss: packets are keyed by extended sequence number. The packet due
+  at a tick is played; a hole before a later packet is reported as one
+  :class:`Concealment` per missing frame (the caller repeats or fades the last frame,
+  or plays silence), and so are the first ``MAX_EXPAND`` ticks of an empty buffer
+  right after audio (the next packet is late or lost). A timestamp jump without a
+  sequence hole (silence suppression) yields ``None``: nothing to play. Packets of the
+  stream that carry no audio (RFC 4733 events) only fill their sequence numbers.
+* Late and duplicate packets are dropped and counted: late when their tick has
+  passed, duplicate when already buffered or played.
+* Delay: every packet's transit time ``arrival - timestamp / clock_rate`` enters a
+  sliding window of recent packets. The earliest transit in it defines when a frame
+  is due; the spread (latest - earliest) is the delay that would have kept every one
+  of those packets in time, and the target delay is that spread clamped to
+  ``[min_delay_ms, max_delay_ms]``. When the playout delay falls below the target
+  the buffer holds the playout point for one tick (a stretch: a concealment if
+  audio was due, nothing if not); when it exceeds the target by 1.25 frames it skips
+  a frame. Jitter raises the target at once; it falls back when the jittery packets
+  have left the window.
+* Discontinuities (the sender restarted its sequence numbers or timestamps, or the
+  network stalled for seconds) are confirmed by two sequential packets and then
+  restart the playout; a single stray packet is only dropped.
+* Memory is bounded: at most ``max_packets`` packets are held (the oldest goes
+  first) and the window has a fixed length.
+
+No I/O, no clock: arrival and tick times are arguments, in seconds on one monotonic
+clock. One buffer per SSRC: the caller resets it when the source changes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from .errors import LocalMediaError
+from .rtp import RtpPacket
+
+__all__ = ["Concealment", "JitterBuffer", "JitterStats"]
+
+MAX_DROPOUT: Final = 3000  # sequence jumps beyond these are discontinuities (RFC 3550 A.1)
+MAX_MISORDER: Final = 100
+MAX_EXPAND: Final = 3  # an empty buffer conceals this many frames, then plays nothing
+_HISTORY_BITS: Final = 256  # played sequence numbers remembered for duplicate detection
+_HISTORY_MASK: Final = (1 << _HISTORY_BITS) - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Concealment:
+    """A tick with no frame to play where audio was expected.
+
+    Attributes:
+        reason: ``"lost"`` for a missing packet, ``"stretch"`` when the buffer holds
+            the playout point to grow its delay.
+        sequence: the missing sequence number (None for a stretch).
+        timestamp: the RTP timestamp of the frame being concealed.
+    """
+
+    reason: str
+    sequence: int | None
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JitterStats:
+    """Counters and state of a :class:`JitterBuffer`.
+
+    Attributes:
+        received: packets accepted into the buffer.
+        played: packets returned by ``pop``.
+        lost: sequence numbers never played because they were missing at their tick.
+        concealed: :class:`Concealment` frames returned for lost packets.
+        stretched: ticks held to grow the delay.
+        skipped: packets dropped to shrink the delay.
+        late: packets that arrived after their tick.
+        duplicates: packets already buffered or played.
+        overflow: packets dropped because ``max_packets`` were held.
+        resyncs: playout restarts after a confirmed discontinuity.
+        buffered: packets held now.
+        target_delay_ms: the current target delay.
+        delay_ms: the playout delay measured at the last tick.
+    """
+
+    received: int
+    played: int
+    lost: int
+    concealed: int
+    stretched: int
+    skipped: int
+    late: int
+    duplicates: int
+    overflow: int
+    resyncs: int
+    buffered: int
+    target_delay_ms: float
+    delay_ms: float
+
+
+class _Window:
+    """Sliding minimum and maximum of the last ``size`` values (monotonic deques)."""
+
+    __slots__ = ("_count", "_high", "_low", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._count = 0
+        self._low: deque[tuple[int, float]] = deque()
+        self._high: deque[tuple[int, float]] = deque()
+
+    def add(self, value: float) -> None:
+        index, self._count = self._count, self._count + 1
+        while self._low and self._low[-1][1] >= value:
+            self._low.pop()
+        while self._high and self._high[-1][1] <= value:
+            self._high.pop()
+        self._low.append((index, value))
+        self._high.append((index, value))
+        oldest = index - self.size
+        if self._low[0][0] <= oldest:
+            self._low.popleft()
+        if self._high[0][0] <= oldest:
+            self._high.popleft()
+
+    @property
+    def empty(self) -> bool:
+        return not self._low
+
+    @property
+    def low(self) -> float:
+        return self._low[0][1]
+
+    @property
+    def high(self) -> float:
+        return self._high[0][1]
+
+
+class JitterBuffer:
+    """Reorders, times and conceals one received RTP stream.
+
+    Attributes:
+        clock_rate: the stream's RTP clock rate, in Hz.
+        ptime_ms: the tick interval, which is the sender's packetization time.
+        min_delay_ms: the lowest target delay.
+        max_delay_ms: the highest target delay.
+        max_packets: the most packets held at once.
+    """
+
+    __slots__ = (
+        "_delay",
+        "_fresh",
+        "_highest_seq",
+        "_history",
+        "_last_ts",
+        "_next_seq",
+        "_packets",
+        "_play_ts",
+        "_playing",
+        "_run",
+        "_suspect",
+        "_ts_reference",
+        "_window",
+        "clock_rate",
+        "concealed",
+        "duplicates",
+        "late",
+        "lost",
+        "max_delay_ms",
+        "max_packets",
+        "min_delay_ms",
+        "overflow",
+        "played",
+        "ptime_ms",
+        "received",
+        "resync_after",
+        "resyncs",
+        "skipped",
+        "stretched",
+    )
+
+    def __init__(
+        self,
+        clock_rate: int = 8000,
+        ptime_ms: int = 20,
+        min_delay_ms: int = 20,
+        max_delay_ms: int = 200,
+        max_packets: int = 50,
+        *,
+        window_packets: int = 150,
+    ) -> None:
+        """Create an empty buffer.
+
+        Args:
+            clock_rate: RTP clock rate of the stream.
+            ptime_ms: tick interval; ``pop`` is called once per tick.
+            min_delay_ms: lowest target delay.
+            max_delay_ms: highest target delay.
+            max_packets: most packets held (a flood drops the oldest).
+            window_packets: how many recent packets the delay estimate looks at
+                (150 at 20 ms: the target falls back 3 s after jitter stops).
+
+        Raises:
+            LocalMediaError: inconsistent sizes.
+        """
+        if clock_rate <= 0 or ptime_ms <= 0 or not 0 <= min_delay_ms <= max_delay_ms:
+            raise LocalMediaError("jitter buffer clock rate, ptime or delays invalid")
+        if max_packets < 2 or window_packets < 1:
+            raise LocalMediaError("jitter buffer needs room for 2 packets and a window")
+        self.clock_rate = clock_rate
+        self.ptime_ms = ptime_ms
+        self.min_delay_ms = min_delay_ms
+        self.max_delay_ms = max_delay_ms
+        self.max_packets = max_packets
+        self.resync_after = max(0.5, 2 * max_delay_ms / 1000)
+        self._window = _Window(window_packets)
+        self.received = self.played = self.lost = self.concealed = 0
+        self.stretched = self.skipped = self.late = self.duplicates = 0
+        self.overflow = self.resyncs = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream (a new SSRC): drop held packets, keep the counters."""
+        # extended sequence -> (packet, extended timestamp); None: a non-audio packet
+        self._packets: dict[int, tuple[RtpPacket | None, int]] = {}
+        self._fresh = True  # no packet seen since the last reset
+        self._highest_seq = 0  # extended, of the newest packet stored
+        self._ts_reference = 0  # extended, the newest timestamp stored
+        self._playing = False  # playout started
+        self._next_seq = 0  # extended sequence number due next
+        self._play_ts = 0  # extended timestamp due at the current tick
+        self._last_ts = 0  # extended timestamp of the last packet played
+        self._run = 0  # ticks since the last packet played
+        self._history = 0  # bit i: sequence next_seq - 1 - i was played or skipped
+        self._suspect: int | None = None
+        self._delay = 0.0
+        self._window = _Window(self._window.size)
+
+    @property
+    def samples_per_tick(self) -> int:
+        """RTP timestamp units per tick."""
+        return self.clock_rate * self.ptime_ms // 1000
+
+    @property
+    def target_delay(self) -> float:
+        """The delay the buffer aims for, in seconds."""
+        spread = 0.0 if self._window.empty else self._window.high - self._window.low
+        return min(max(spread, self.min_delay_ms / 1000), self.max_delay_ms / 1000)
+
+    @property
+    def delay(self) -> float:
+        """The playout delay measured at the last tick, in seconds."""
+        return self._delay
+
+    def stats(self) -> JitterStats:
+        """A snapshot of the counters."""
+        return JitterStats(
+            received=self.received,
+            played=self.played,
+            lost=self.lost,
+            concealed=self.concealed,
+            stretched=self.stretched,
+            skipped=self.skipped,
+            late=self.late,
+            duplicates=self.duplicates,
+            overflow=self.overflow,
+            resyncs=self.resyncs,
+            buffered=len(self._packets),
+            target_delay_ms=self.target_delay * 1000,
+            delay_ms=self._delay * 1000,
+        )
+
+    # --- input -------------------------------------------------------------------------
+
+    def put(self, packet: RtpPacket, arrival: float, *, audio: bool = True) -> None:
+        """Add a received packet (already authenticated, of this buffer's SSRC).
+
+        Args:
+            packet: the packet.
+            arrival: when it arrived, in seconds on the clock ``pop`` uses.
+            audio: False for a packet of the same stream that carries no audio (an
+                RFC 4733 event): it only fills its sequence number, so it is neither
+                played nor counted as lost, and its timing does not move the delay.
+        """
+        if not audio:
+            self._put_other(packet)
+            return
+        if self._fresh:
+            self._fresh = False
+            self._highest_seq, self._ts_reference = packet.sequence, packet.timestamp
+        seq, ts = self._extend(packet)
+        transit = arrival - ts / self.clock_rate
+        if self._discontinuous(seq, transit):
+            if self._suspect != (packet.sequence - 1) & 0xFFFF:
+                self._suspect = packet.sequence
+                self.late += 1
+                return
+            self.resyncs += 1
+            self.reset()
+            self._fresh = False
+            self._highest_seq, self._ts_reference = packet.sequence, packet.timestamp
+            seq, ts = packet.sequence, packet.timestamp
+        self._suspect = None
+        if seq in self._packets or self._was_played(seq):
+            self.duplicates += 1
+            return
+        self._window.add(transit)
+        if self._playing and (seq < self._next_seq or ts < self._play_ts):
+            self.late += 1
+            return
+        self._store(seq, ts, packet)
+
+    def _put_other(self, packet: RtpPacket) -> None:
+        if self._fresh or not self._playing:
+            return  # playout starts at an audio packet; nothing to fill yet
+        seq, ts = self._extend(packet)
+        if self._next_seq <= seq <= self._highest_seq + MAX_DROPOUT and seq not in self._packets:
+            self._store(seq, ts, None)
+
+    def _extend(self, packet: RtpPacket) -> tuple[int, int]:
+        """Unwrap sequence number and timestamp relative to the newest seen."""
+        seq = self._highest_seq + ((packet.sequence - self._highest_seq + 0x8000) & 0xFFFF) - 0x8000
+        ts_offset = ((packet.timestamp - self._ts_reference + 2**31) & 0xFFFFFFFF) - 2**31
+        return seq, self._ts_reference + ts_offset
+
+    def _discontinuous(self, seq: int, transit: float) -> bool:
+        if not -MAX_MISORDER <= seq - self._highest_seq <= MAX_DROPOUT:
+            return True
+        return not self._window.empty and abs(transit - self._window.low) > self.resync_after
+
+    def _was_played(self, seq: int) -> bool:
+        if not self._playing or seq >= self._next_seq:
+            return False
+        age = self._next_seq - 1 - seq
+        return age < _HISTORY_BITS and bool(self._history >> age & 1)
+
+    def _store(self, seq: int, ts: int, packet: RtpPacket | None) -> None:
+        if len(self._packets) >= self.max_packets:
+            oldest = min(self._packets)
+            self.overflow += 1
+            if seq < oldest:
+                return
+            del self._packets[oldest]
+        self._packets[seq] = (packet, ts)
+        self.received += packet is not None
+        self._highest_seq = max(self._highest_seq, seq)
+        self._ts_reference = max(self._ts_reference, ts)
+
+    # --- output ------------------------------------------------------------------------
+
+    def pop(self, now: float) -> RtpPacket | Concealment | None:
+        """The frame for the tick at ``now``; call once per ptime.
+
+        Returns:
+            The packet to decode and play; a :class:`Concealment` when audio was due
+            but is missing (or held to grow the delay); None when nothing is due
+            (before playout starts, silence suppression, or the stream paused).
+        """
+        if not self._playing and not self._start(now):
+            return None
+        self._delay = now - self._due(self._play_ts)
+        target = self.target_delay
+        if self._delay < target:
+            self.stretched += 1
+            if self._head_due():
+                return Concealment(reason="stretch", sequence=None, timestamp=self._wire_ts())
+            return None
+        shrink = self._delay >= target + 1.25 * self.ptime_ms / 1000
+        if shrink and isinstance(self._next_slot(), RtpPacket):
+            self.skipped += 1
+        frame = self._next_slot()
+        if isinstance(frame, RtpPacket):
+            self.played += 1
+        elif frame is not None:
+            self.concealed += 1
+        return frame
+
+    def _start(self, now: float) -> bool:
+        """Start playout once the oldest packet has waited for the target delay."""
+        if not self._packets:
+            return False
+        head = min(self._packets)  # before playout starts, only audio is held
+        ts = self._packets[head][1]
+        if now < self._due(ts) + self.target_delay:
+            return False
+        self._next_seq, self._play_ts, self._history = head, ts, 0
+        self._last_ts, self._run = ts - self.samples_per_tick, 0
+        self._playing = True
+        return True
+
+    def _due(self, ts: int) -> float:
+        """When the frame with extended timestamp ``ts`` could arrive at the earliest."""
+        return ts / self.clock_rate + self._window.low
+
+    def _head(self) -> int | None:
+        if self._next_seq in self._packets:
+            return self._next_seq
+        return min(self._packets) if self._packets else None
+
+    def _head_due(self) -> bool:
+        """Whether audio is expected now: a packet is due or one is missing."""
+        self._skip_other()
+        head = self._head()
+        if head is None:
+            return self._run < MAX_EXPAND
+        return head > self._next_seq or self._packets[head][1] <= self._play_ts
+
+    def _skip_other(self) -> None:
+        """Consume non-audio packets at the playout point: they take no tick."""
+        while (head := self._head()) is not None:
+            packet, ts = self._packets[head]
+            if packet is not None or (head > self._next_seq and ts > self._play_ts):
+                return
+            del self._packets[head]
+            self.lost += head - self._next_seq
+            self._advance(head + 1 - self._next_seq, played=True)
+            self._run = MAX_EXPAND  # the sender switched to events: no audio to expand
+
+    def _wire_ts(self) -> int:
+        return self._play_ts & 0xFFFFFFFF
+
+    def _next_slot(self) -> RtpPacket | Concealment | None:
+        """Consume the current tick's slot: the due packet, a lost frame, or nothing."""
+        self._skip_other()
+        head, slot = self._head(), self._play_ts
+        packet, ts = (None, 0) if head is None else self._packets[head]
+        self._play_ts += self.samples_per_tick
+        if head is not None and packet is not None and ts <= slot:
+            del self._packets[head]
+            self.lost += head - self._next_seq
+            self._advance(head + 1 - self._next_seq, played=True)
+            self._last_ts, self._run = ts, 0
+            return packet
+        run, self._run = self._run, self._run + 1
+        if (head is not None and head > self._next_seq) or (head is None and run < MAX_EXPAND):
+            # a known hole, or the first frames of an underrun: conceal the frame due
+            expected = self._next_seq + (slot - self._last_ts) // self.samples_per_tick - 1
+            return Concealment(
+                reason="lost", sequence=expected & 0xFFFF, timestamp=slot & 0xFFFFFFFF
+            )
+        return None  # nothing due: silence suppression, the ticks of an event, a pause
+
+    def _advance(self, count: int, *, played: bool) -> None:
+        self._next_seq += count
+        self._history = (self._history << count | played) & _HISTORY_MASK
