@@ -1,0 +1,89 @@
+"""Sans-IO media for the gateway leg: RTP, RTCP, G.711, RFC 4733 DTMF, jitter buffer.
+
+Bytes and numpy frames in, bytes and events out: no sockets, asyncio, clocks or
+randomness (times are arguments; initial sequence numbers, timestamps and SSRCs come
+from the caller's injected source). Every parser raises
+:class:`MalformedPacketError` (a :class:`MediaError`) on hostile input, never
+anything else; the session drops and counts such packets.
+
+The core (per RTP stream)::
+
+    codec = G711Codec("PCMU")
+    packetizer = RtpPacketizer(ssrc, codec.payload_type, 8000, first_seq, first_ts)
+    wire = packetizer.packet_bytes(codec.encode(pcm), samples=160)     # then SRTP protect
+
+    packet = RtpPacket.parse(plain)                                    # after SRTP unprotect
+    jitter.put(packet, now, audio=packet.payload_type != event_pt)
+    digits = dtmf_receiver.feed(packet)
+    frame = jitter.pop(now)        # each ptime tick: RtpPacket | Concealment | None
+"""
+
+from .dtmf import DTMF_DIGITS, DtmfDigit, DtmfReceiver, DtmfSender, EventPayload
+from .errors import (
+    LocalMediaError,
+    MalformedPacketError,
+    MediaError,
+    RemoteMediaError,
+    UnsupportedCodecError,
+)
+from .g711 import G711Codec, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from .jitter import Concealment, JitterBuffer, JitterStats
+from .reception import ReceptionStats, round_trip_time, rtcp_interval
+from .rtcp import (
+    Bye,
+    ReceiverReport,
+    ReportBlock,
+    RtcpPacket,
+    RtcpUnknown,
+    SdesChunk,
+    SenderReport,
+    SourceDescription,
+    build_rtcp,
+    ntp_middle32,
+    ntp_timestamp,
+    parse_rtcp,
+)
+from .rtp import RtpExtension, RtpPacket, RtpPacketizer, is_rtcp
+
+# --- media-session (srtp.py, session.py, events.py): imports go here ---------------------
+
+__all__ = [
+    "DTMF_DIGITS",
+    "Bye",
+    "Concealment",
+    "DtmfDigit",
+    "DtmfReceiver",
+    "DtmfSender",
+    "EventPayload",
+    "G711Codec",
+    "JitterBuffer",
+    "JitterStats",
+    "LocalMediaError",
+    "MalformedPacketError",
+    "MediaError",
+    "ReceiverReport",
+    "ReceptionStats",
+    "RemoteMediaError",
+    "ReportBlock",
+    "RtcpPacket",
+    "RtcpUnknown",
+    "RtpExtension",
+    "RtpPacket",
+    "RtpPacketizer",
+    "SdesChunk",
+    "SenderReport",
+    "SourceDescription",
+    "UnsupportedCodecError",
+    "alaw_decode",
+    "alaw_encode",
+    "build_rtcp",
+    "is_rtcp",
+    "ntp_middle32",
+    "ntp_timestamp",
+    "parse_rtcp",
+    "round_trip_time",
+    "rtcp_interval",
+    "ulaw_decode",
+    "ulaw_encode",
+    # --- media-session: SrtpSession, MediaSession, events ... go here ---
+]
