@@ -150,8 +150,8 @@ class DtmfSender:
             duration_ms: the digit's duration (default :attr:`duration_ms`).
 
         Returns:
-            ``n`` update packets (the first with the marker bit), then the end packet
-            three times; the last update and the end packets share one duration.
+            One packet per tick of the digit's duration (the first with the marker
+            bit, the last with the end bit), then that end packet twice more.
 
         Raises:
             LocalMediaError: not a DTMF digit, or a duration that is not positive.
