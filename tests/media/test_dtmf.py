@@ -23,12 +23,14 @@ from sip_gateway.media.rtp import RtpPacket, RtpPacketizer
 PT = 101
 
 
-def make_packetizer(sequence=65533, timestamp=2**32 - 480):
+def make_packetizer(sequence: int = 65533, timestamp: int = 2**32 - 480) -> RtpPacketizer:
     return RtpPacketizer(0xCAFE, 0, 8000, sequence, timestamp)
 
 
-def events(packets):
-    return [unpack_event(p.payload) for p in packets]
+def events(packets: list[RtpPacket]) -> list[EventPayload]:
+    decoded = [unpack_event(p.payload) for p in packets]
+    assert all(e is not None for e in decoded)
+    return decoded  # type: ignore[return-value]
 
 
 def test_sender_packets_follow_rfc4733():
@@ -108,8 +110,8 @@ def test_event_payload_codec():
 # --- receiver -----------------------------------------------------------------------------
 
 
-def feed_all(receiver, packets):
-    digits = []
+def feed_all(receiver: DtmfReceiver, packets: list[RtpPacket]) -> list[DtmfDigit]:
+    digits: list[DtmfDigit] = []
     for packet in packets:
         digits.extend(receiver.feed(packet))
     return digits
@@ -149,12 +151,12 @@ def test_back_to_back_digits_and_repeated_digits():
     assert [d.digit for d in digits] == list("1255#")
     assert all(d.ended and d.duration_ms == 100 for d in digits)
     # without marker bits and without end packets, the next event still separates them
-    no_end = [
-        dataclasses.replace(p, marker=False) for p in packets if not unpack_event(p.payload).end
-    ]
+    no_end = [dataclasses.replace(p, marker=False) for p in packets if not events([p])[0].end]
     receiver = DtmfReceiver(PT)
     digits = feed_all(receiver, no_end)
-    digits.append(receiver.flush())
+    last = receiver.flush()
+    assert last is not None
+    digits.append(last)
     assert [d.digit for d in digits] == list("1255#")
     assert [(d.ended, d.duration) for d in digits] == [(False, 640)] * 5
 
@@ -242,7 +244,7 @@ def streams(draw):
     packetizer = make_packetizer(draw(st.integers(0, 65535)), draw(st.integers(0, 2**32 - 1)))
     sender = DtmfSender(PT)
     digits = draw(st.text(alphabet=DTMF_DIGITS, min_size=1, max_size=5))
-    sent = []  # (digit index or None for audio, packet)
+    sent: list[tuple[int | None, RtpPacket]] = []  # (digit index, None for audio; packet)
     for index, digit in enumerate(digits):
         for _ in range(draw(st.integers(0, 3))):
             sent.append((None, packetizer.packet(b"\xff" * 160, 160)))

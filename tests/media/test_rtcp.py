@@ -75,6 +75,7 @@ def test_compound_sr_and_sdes():
     assert len(wire) % 4 == 0
     parsed = parse_rtcp(wire)
     assert parsed == [sr, sdes]
+    assert isinstance(parsed[1], SourceDescription)
     assert parsed[1].chunks[0].cname == "gw-7f3a@pstn-bridge"
     assert SdesChunk(ssrc=1).cname is None
 
@@ -193,7 +194,7 @@ def test_lsr_dlsr_and_round_trip_time():
 # --- reception statistics ----------------------------------------------------------------
 
 
-def reference_jitter(arrivals, timestamps, clock_rate=8000):
+def reference_jitter(arrivals: list[float], timestamps: list[int], clock_rate: int = 8000) -> float:
     """RFC 3550 A.8 written with transit times, as in the RFC."""
     jitter, previous = 0.0, None
     for arrival, timestamp in zip(arrivals, timestamps, strict=True):

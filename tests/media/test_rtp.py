@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -83,8 +84,8 @@ def test_malformed_packets_are_refused(data, why):
 
 
 def test_serialize_refuses_out_of_range_fields():
-    base = {"payload_type": 0, "sequence": 0, "timestamp": 0, "ssrc": 0}
-    bad = [
+    base: dict[str, Any] = {"payload_type": 0, "sequence": 0, "timestamp": 0, "ssrc": 0}
+    bad: list[dict[str, Any]] = [
         {"payload_type": 128},
         {"payload_type": -1},
         {"sequence": 65536},
