@@ -285,7 +285,7 @@ class MediaEndpoint:
         self._flush()
 
     def _flush(self) -> None:
-        separate_rtcp = not self.socket.rtcp_mux
+        separate_rtcp = not self.socket.rtcp_mux and not self.session.config.rtcp_mux
         for data, address in self.session.datagrams_to_send():
             self.socket.send(data, address, rtcp=separate_rtcp and is_rtcp(data))
         while (event := self.session.next_event()) is not None:

@@ -212,7 +212,7 @@ class MediaSession:
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
-        if self._epoch is None or self._closed:
+        if self._epoch is None or self._closed or now < self._epoch:
             return 0
         elapsed = int((now - self._epoch) / self._ptime + 1e-9) + 1
         return max(0, min(elapsed - self._ticks, MAX_CATCH_UP))
