@@ -127,6 +127,8 @@ class MediaStats:
         lost: packets lost according to RTP sequence numbers (RFC 3550 A.3).
         jitter_ms: interarrival jitter estimate (RFC 3550 A.8).
         concealed: playout ticks without a packet to play.
+        late: packets that arrived after their playout tick (jitter buffer).
+        playout_delay_ms: the jitter buffer's current playout delay.
         audio_overflow: samples of local audio discarded because the send queue was full.
         round_trip_time: the last RTCP round-trip estimate, in seconds.
         remote_address: where RTP goes now.
@@ -148,6 +150,8 @@ class MediaStats:
     lost: int = 0
     jitter_ms: float = 0.0
     concealed: int = 0
+    late: int = 0
+    playout_delay_ms: float = 0.0
     audio_overflow: int = 0
     round_trip_time: float | None = None
     remote_address: Address | None = None

@@ -319,6 +319,8 @@ class MediaSession:
             lost=max(0, reception.cumulative_lost) if reception else 0,
             jitter_ms=reception.jitter_seconds * 1000 if reception else 0.0,
             concealed=counts["concealed"],
+            late=self._jitter.late,
+            playout_delay_ms=self._jitter.delay * 1000,
             audio_overflow=out.overflow,
             round_trip_time=self._rtt,
             remote_address=self._remote,
@@ -435,7 +437,7 @@ class MediaSession:
             for digit in self._dtmf_rx.feed(packet):
                 self._counts["dtmf"] += 1
                 self._events.append(DtmfReceived(digit=digit.digit, duration_ms=digit.duration_ms))
-        self._jitter.put(packet, now)  # events too: they hold their ticks in the playout
+        self._jitter.put(packet, now, audio=not is_event)  # events fill their sequence numbers
         self._playing = True
 
     def _accept_source(self, ssrc: int, source: Address, now: float) -> bool:

@@ -284,7 +284,12 @@ def test_dtmf_digits_arrive_once_each() -> None:
     assert [d.digit for d in got] == list("15#*9D")
     assert all(95 <= d.duration_ms <= 105 for d in got)
     assert net.a.session.stats().dtmf_sent == 6
-    assert net.b.session.stats().dtmf_received == 6
+    stats = net.b.session.stats()
+    assert stats.dtmf_received == 6
+    assert stats.lost == 0 and stats.late == 0
+    assert 10 <= stats.playout_delay_ms <= 50
+    # each digit mutes 7 ticks (5 updates, 2 more end packets): concealed, never "lost"
+    assert stats.concealed <= 6 * 7 + 2
 
 
 def test_dtmf_suppresses_audio_and_keeps_ptime() -> None:
