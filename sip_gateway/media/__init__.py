@@ -26,6 +26,15 @@ from .errors import (
     RemoteMediaError,
     UnsupportedCodecError,
 )
+from .events import (
+    AudioReceived,
+    DtmfReceived,
+    MediaEvent,
+    MediaStats,
+    PacketDropped,
+    RtcpReceived,
+    SourceLatched,
+)
 from .g711 import G711Codec, alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .jitter import Concealment, JitterBuffer, JitterStats
 from .reception import ReceptionStats, round_trip_time, rtcp_interval
@@ -44,14 +53,19 @@ from .rtcp import (
     parse_rtcp,
 )
 from .rtp import RtpExtension, RtpPacket, RtpPacketizer, is_rtcp
-
-# --- media-session (srtp.py, session.py, events.py): imports go here ---------------------
+from .session import RELATCH_AFTER, MediaSession, RandomSource
+from .srtp import DROP_REASONS, SRTP_PROFILES, SrtpCounters, SrtpSession, new_sdes_key
 
 __all__ = [
+    "DROP_REASONS",
     "DTMF_DIGITS",
+    "RELATCH_AFTER",
+    "SRTP_PROFILES",
+    "AudioReceived",
     "Bye",
     "Concealment",
     "DtmfDigit",
+    "DtmfReceived",
     "DtmfReceiver",
     "DtmfSender",
     "EventPayload",
@@ -61,11 +75,17 @@ __all__ = [
     "LocalMediaError",
     "MalformedPacketError",
     "MediaError",
+    "MediaEvent",
+    "MediaSession",
+    "MediaStats",
+    "PacketDropped",
+    "RandomSource",
     "ReceiverReport",
     "ReceptionStats",
     "RemoteMediaError",
     "ReportBlock",
     "RtcpPacket",
+    "RtcpReceived",
     "RtcpUnknown",
     "RtpExtension",
     "RtpPacket",
@@ -73,11 +93,15 @@ __all__ = [
     "SdesChunk",
     "SenderReport",
     "SourceDescription",
+    "SourceLatched",
+    "SrtpCounters",
+    "SrtpSession",
     "UnsupportedCodecError",
     "alaw_decode",
     "alaw_encode",
     "build_rtcp",
     "is_rtcp",
+    "new_sdes_key",
     "ntp_middle32",
     "ntp_timestamp",
     "parse_rtcp",
@@ -85,5 +109,4 @@ __all__ = [
     "rtcp_interval",
     "ulaw_decode",
     "ulaw_encode",
-    # --- media-session: SrtpSession, MediaSession, events ... go here ---
 ]
