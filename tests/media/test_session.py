@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from sip_gateway.media.errors import LocalMediaError, UnsupportedCodecError
 from sip_gateway.media.events import (
@@ -569,3 +571,48 @@ def test_repr_has_no_keys() -> None:
     text = repr(session) + repr(session.stats()) + repr(config_a)
     for key in (crypto.local_key, crypto.remote_key):
         assert key.hex() not in text and repr(key) not in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=300),
+        st.binary(min_size=2, max_size=300).map(lambda b: b"\x80" + b[1:]),
+        st.binary(min_size=2, max_size=300).map(lambda b: b"\x80\xc8" + b[2:]),
+    ),
+    port=st.integers(1, 65535),
+)
+def test_any_datagram_is_dropped_never_raises(data: bytes, port: int) -> None:
+    session = _FUZZ_TARGET
+    before = sum(session.stats().dropped.values())
+    session.receive_datagram(data, ("198.51.100.9", port), 1.0)
+    assert sum(session.stats().dropped.values()) == before + 1
+    assert session.remote_address == A
+    while session.next_event() is not None:
+        pass
+
+
+_FUZZ_TARGET = MediaSession(config_pair()[1], local_ssrc=5, rng=random.Random(5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(flips=st.lists(st.tuples(st.integers(0, 181), st.integers(1, 255)), min_size=1, max_size=4))
+def test_mutated_srtp_is_dropped(flips: list[tuple[int, int]]) -> None:
+    config_a, config_b = _MUTATION_CONFIGS
+    assert isinstance(config_a.crypto, SdesCrypto)
+    writer = SrtpSession(config_a.crypto)
+    session = MediaSession(config_b, local_ssrc=5, rng=random.Random(5))
+    packet = RtpPacket(
+        payload_type=0, sequence=100, timestamp=0, ssrc=0xAAAA0001, payload=bytes(160)
+    )
+    data = bytearray(writer.protect(packet.serialize()))
+    original = bytes(data)
+    for index, mask in flips:
+        data[index] ^= mask
+    assume(bytes(data) != original)
+    session.receive_datagram(bytes(data), A, 1.0)
+    assert session.stats().packets_received == 0
+    assert sum(session.stats().dropped.values()) == 1
+
+
+_MUTATION_CONFIGS = config_pair()
