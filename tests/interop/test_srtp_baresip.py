@@ -4,9 +4,9 @@ Signaling is :class:`tests.interop.ua.TestUserAgent` (SIP over TLS, SDES offer);
 :class:`sip_gateway.aio.rtp.MediaEndpoint` running :class:`sip_gateway.media.session.MediaSession`
 with the negotiated :class:`MediaConfig`. baresip (the gateway, ``srtp-mand``) auto-answers
 and plays a 440 Hz tone; we send 1 kHz. Checks: we decrypt and measure 440 Hz, baresip's
-``-dec.wav`` recording of what it decrypted measures 1 kHz, a digit we send (RFC 4733) is
-reported by baresip, our closing SRTCP sender report is decrypted by baresip (its
-``CALL_RTCP`` event quotes our packet count), and we latched to baresip's SDP address.
+``-dec.wav`` recording of what it decrypted measures 1 kHz, RFC 4733 digits cross both ways
+(each reported once), baresip decrypts our closing SRTCP sender report (its ``CALL_RTCP``
+event quotes our packet count), and we latched to baresip's SDP address.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sip_gateway.aio.rtp import MediaEndpoint, MediaSocket
-from sip_gateway.media.events import AudioReceived, MediaEvent
+from sip_gateway.media.events import AudioReceived, DtmfReceived, MediaEvent
 from sip_gateway.media.session import MediaSession
 from sip_gateway.sdp import MediaProfile, SdesCrypto
 
@@ -84,7 +84,8 @@ async def test_srtp_audio_both_ways_with_baresip(pki, baresip, suite):
             await asyncio.sleep(1.2)
             endpoint.send_dtmf("7")
             dtmf = await ctrl.wait_event("CALL_DTMF_START", timeout=3)
-            await asyncio.sleep(0.6)
+            await ctrl.command("sndcode", "3#")  # baresip -> us, RFC 4733
+            await asyncio.sleep(0.8)
             stats = session.stats()
             endpoint.close()  # sends SR + SDES + BYE over SRTCP
             rtcp = await ctrl.wait_event(
@@ -111,6 +112,7 @@ async def test_srtp_audio_both_ways_with_baresip(pki, baresip, suite):
     assert stats.latched and stats.remote_address == call.media.remote_address
     assert stats.dropped.get("auth_failed", 0) == 0 and stats.dropped.get("replayed", 0) == 0
     assert dtmf["param"] == "7"
+    assert [e.digit for e in events if isinstance(e, DtmfReceived)] == ["3", "#"]
 
     # what baresip decrypted and decoded from us: 1 kHz
     (recording,) = gw.recordings("dec")
