@@ -68,7 +68,8 @@ class OutboundStream:
         self.silence_sent = 0
         self.dtmf_sent = 0
         self.overflow = 0
-        self._fifo: Pcm = np.zeros(0, dtype=np.int16)
+        self._chunks: deque[Pcm] = deque()  # queued audio, oldest first
+        self._queued = 0  # samples in _chunks
         self._digits: deque[tuple[str, int]] = deque()
         self._event: deque[RtpPacket] = deque()
         self._gap = 0
@@ -87,12 +88,14 @@ class OutboundStream:
         """
         if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
             raise LocalMediaError("audio must be a one-dimensional int16 numpy array")
-        fifo = np.concatenate((self._fifo, pcm))
-        limit = MAX_QUEUED_FRAMES * self.samples
-        if len(fifo) > limit:
-            self.overflow += len(fifo) - limit
-            fifo = fifo[-limit:]
-        self._fifo = fifo
+        if not len(pcm):
+            return
+        self._chunks.append(pcm)
+        self._queued += len(pcm)
+        excess = self._queued - MAX_QUEUED_FRAMES * self.samples
+        if excess > 0:
+            self.overflow += excess
+            self._discard(excess)
 
     def queue_digit(self, digit: str, duration_ms: int) -> None:
         """Queue one RFC 4733 digit.
@@ -147,10 +150,31 @@ class OutboundStream:
         return packet.serialize()
 
     def _take_frame(self) -> Pcm | None:
-        fifo = self._fifo
-        if not len(fifo):
+        chunks, samples = self._chunks, self.samples
+        if not chunks:
             return None
-        frame, self._fifo = fifo[: self.samples], fifo[self.samples :]
-        if len(frame) < self.samples:
-            frame = np.concatenate((frame, np.zeros(self.samples - len(frame), dtype=np.int16)))
-        return frame
+        if len(chunks[0]) == samples:  # the common case: the app pushes whole frames
+            self._queued -= samples
+            return chunks.popleft()
+        frame = np.zeros(samples, dtype=np.int16)
+        filled = 0
+        while chunks and filled < samples:
+            head = chunks[0]
+            take = min(samples - filled, len(head))
+            frame[filled : filled + take] = head[:take]
+            filled += take
+            self._discard(take)
+        return frame  # a short tail is padded with silence
+
+    def _discard(self, count: int) -> None:
+        """Drop ``count`` queued samples, oldest first."""
+        chunks = self._chunks
+        self._queued -= count
+        while count:
+            head = chunks[0]
+            if len(head) <= count:
+                chunks.popleft()
+                count -= len(head)
+            else:
+                chunks[0] = head[count:]
+                count = 0

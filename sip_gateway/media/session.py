@@ -212,17 +212,19 @@ class MediaSession:
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
-        if self._epoch is None or self._closed or now < self._epoch:
+        if self._epoch is None or self._closed:
             return 0
-        elapsed = int((now - self._epoch) / self._ptime + 1e-9) + 1
-        return max(0, min(elapsed - self._ticks, MAX_CATCH_UP))
+        return min(self._behind(now), MAX_CATCH_UP)
 
     def handle_timer(self, now: float) -> None:
         """Run the due ptime ticks (send, play out) and the RTCP report if due."""
         if self._epoch is None or self._closed:
             return
-        self._skip_missed(now)
-        for _ in range(self.ticks_due(now)):
+        behind = self._behind(now)
+        for _ in range(behind - MAX_CATCH_UP):  # very late: move time on, no burst
+            self._out.skip()
+            self._ticks += 1
+        for _ in range(min(behind, MAX_CATCH_UP)):
             self._tick(now)
         if now >= self._next_rtcp:
             self._send_rtcp(now)
@@ -362,13 +364,12 @@ class MediaSession:
 
     # -- ticks -----------------------------------------------------------------------
 
-    def _skip_missed(self, now: float) -> None:
-        """After a very late timer, move time on instead of bursting old packets."""
+    def _behind(self, now: float) -> int:
+        """Ticks due at ``now`` and not handled yet."""
         assert self._epoch is not None
-        behind = int((now - self._epoch) / self._ptime + 1e-9) + 1 - self._ticks
-        for _ in range(behind - MAX_CATCH_UP):
-            self._out.skip()
-            self._ticks += 1
+        if now < self._epoch:
+            return 0
+        return max(0, int((now - self._epoch) / self._ptime + 1e-9) + 1 - self._ticks)
 
     def _tick(self, now: float) -> None:
         self._ticks += 1

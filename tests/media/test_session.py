@@ -24,6 +24,7 @@ from sip_gateway.media.events import (
     RtcpReceived,
     SourceLatched,
 )
+from sip_gateway.media.g711 import G711Codec
 from sip_gateway.media.rtcp import Bye, ReceiverReport, SenderReport, SourceDescription
 from sip_gateway.media.rtp import RtpPacket, is_rtcp
 from sip_gateway.media.session import MediaSession
@@ -616,3 +617,34 @@ def test_mutated_srtp_is_dropped(flips: list[tuple[int, int]]) -> None:
 
 
 _MUTATION_CONFIGS = config_pair()
+
+
+def test_late_timer_skips_old_ticks_instead_of_bursting() -> None:
+    config_a, config_b = config_pair()
+    session = MediaSession(config_a, local_ssrc=1, rng=random.Random(3))
+    session.start(10.0)
+    session.handle_timer(10.0)
+    session.handle_timer(11.0)  # the loop stalled for a second: 50 ticks due
+    sent = [d for d, _ in session.datagrams_to_send() if not is_rtcp(d)]
+    assert len(sent) == 1 + 10
+    packets = read_rtp(config_b, sent)
+    assert (packets[1].timestamp - packets[0].timestamp) % 2**32 == 41 * 160  # time moved on
+    assert packets[1].marker  # nothing was sent for the skipped ticks: a new talkspurt
+    assert session.ticks_due(11.0) == 0 and session.get_timer() == pytest.approx(11.02)
+
+
+def test_audio_of_any_chunk_size_is_reframed() -> None:
+    config_a, config_b = config_pair()
+    session = MediaSession(config_a, local_ssrc=1, rng=random.Random(3))
+    pcm = tone(1000, 0, samples=360)
+    for chunk in (pcm[:100], pcm[100:350], pcm[350:]):
+        session.send_audio(chunk, 0.0)
+    session.start(0.0)
+    for k in range(4):
+        session.handle_timer(k * 0.02)
+    sent = [d for d, _ in session.datagrams_to_send() if not is_rtcp(d)]
+    payloads = [p.payload for p in read_rtp(config_b, sent)]
+    codec = G711Codec("PCMU")
+    assert payloads[0] == codec.encode(pcm[:160]) and payloads[1] == codec.encode(pcm[160:320])
+    assert payloads[2] == codec.encode(np.concatenate((pcm[320:], np.zeros(120, np.int16))))
+    assert payloads[3] == codec.silence(160)
