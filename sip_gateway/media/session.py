@@ -140,6 +140,7 @@ class MediaSession:
         self._remote_ssrc: int | None = None
         self._last_rx = float("-inf")
         self._reception: ReceptionStats | None = None
+        self._dtmf_rx: DtmfReceiver | None = None
         self._apply_codecs(config)
         self._jitter = self._new_jitter()
         self._events: deque[MediaEvent] = deque()
@@ -340,7 +341,9 @@ class MediaSession:
             except (UnsupportedCodecError, LocalMediaError):
                 continue  # negotiated but not decodable here: counted when it arrives
         event = config.telephone_event
-        self._dtmf_rx = self._new_dtmf_receiver()
+        receiver = self._dtmf_rx
+        if receiver is None or event is None or receiver.payload_type != event.payload_type:
+            self._dtmf_rx = self._new_dtmf_receiver()  # a digit in progress survives a re-INVITE
         self._out.dtmf = (
             None
             if event is None
