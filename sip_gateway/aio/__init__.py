@@ -1,4 +1,4 @@
-"""The asyncio side of sip_gateway: SIP over TLS and SIP over WebSocket.
+"""The asyncio side of sip_gateway: SIP over TLS, SIP over WebSocket, and UDP for SRTP media.
 
 This is the only package of :mod:`sip_gateway` that imports :mod:`asyncio`. It adapts the
 sans-IO core (:mod:`sip_gateway.sip`) to real connections and makes no protocol decision of
@@ -12,10 +12,13 @@ from .errors import (
     SipRequestTimeoutError,
     SipTransportError,
 )
+from .rtp import MediaEndpoint, MediaSocket
 from .stream import SipTlsConnector, SipTlsServer
 from .websocket import SipWebSocketService, sip_websocket_handler
 
 __all__ = [
+    "MediaEndpoint",
+    "MediaSocket",
     "SipConnectError",
     "SipConnectionClosedError",
     "SipEndpoint",
