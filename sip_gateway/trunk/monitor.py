@@ -261,7 +261,8 @@ class Registration:
         return granted
 
     async def _transact(self, endpoint: SipEndpoint, expires: int) -> SipResponse:
-        extra: list[tuple[str, str]] = []
+        registrar = str(SipUri(host=uri_host(self.host.config.domain)))
+        extra = self._auth.authorize(method="REGISTER", uri=registrar) if self._auth else []
         for _round in range(3):
             request = self._request(endpoint, expires, extra)
             response = await endpoint.request(request, timeout=self.host.config.options_timeout)
