@@ -316,10 +316,11 @@ class TrunkGateway:
         hung up: do that first)."""
         for leg in list(self._calls):
             await leg.aclose()
-        await asyncio.gather(*(t.aclose() for t in self.trunks.values()), return_exceptions=True)
+        closing = [t.aclose() for t in self.trunks.values()]
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            closing.append(self._server.wait_closed())
+        await asyncio.gather(*closing, return_exceptions=True)
 
     @property
     def calls(self) -> frozenset[CallLeg]:

@@ -37,10 +37,10 @@ class RawPeer:
         self.cseq = itertools.count(1)
 
     @classmethod
-    async def start(cls, pki: Pki) -> RawPeer:
+    async def start(cls, pki: Pki, cert: str = "server") -> RawPeer:
         peer = cls()
         peer._server = await asyncio.start_server(
-            peer._accept, "127.0.0.1", 0, ssl=pki.server_context()
+            peer._accept, "127.0.0.1", 0, ssl=pki.server_context(cert=cert)
         )
         peer.port = peer._server.sockets[0].getsockname()[1]
         return peer

@@ -70,7 +70,9 @@ async def test_inbound_call_is_routed_answered_and_hung_up_by_the_carrier(pki):
         # the carrier's 2xx: RFC 4028 answer to a supporting UAC
         assert call.response.headers.get("Require") == "timer"
         assert call.response.headers.get("Session-Expires") == "1800;refresher=uac"
-        assert call.timer.refresher is Refresher.LOCAL and inbound.timer.refresher is Refresher.REMOTE
+        assert (
+            call.timer.refresher is Refresher.LOCAL and inbound.timer.refresher is Refresher.REMOTE
+        )
         await eventually(lambda: inbound._acked)
         await inbound.hangup()  # BYE to the bridge's Contact (its listener)
         end = await call.wait_ended()
@@ -81,7 +83,8 @@ async def test_inbound_call_is_routed_answered_and_hung_up_by_the_carrier(pki):
 
 
 @pytest.mark.parametrize(
-    ("status", "failure"), [(486, CallFailure.BUSY), (404, CallFailure.NOT_FOUND), (480, CallFailure.NO_ANSWER)]
+    ("status", "failure"),
+    [(486, CallFailure.BUSY), (404, CallFailure.NOT_FOUND), (480, CallFailure.NO_ANSWER)],
 )
 async def test_routing_rejection(pki, status, failure):
     carrier = Carrier(Reject(status_code=status))
@@ -115,13 +118,16 @@ async def test_trunk_identified_by_client_certificate(pki, caplog, with_certific
     carrier = Carrier()
     by_cert = {"allowed_sources": (), "client_certificate_names": (CLIENT_NAME,)}
     mtls = {"client_certificate": pki.crt("client"), "client_private_key": pki.key("client")}
-    async with gateway_pair(
-        pki,
-        carrier_route=carrier,
-        carrier_trunk=by_cert,
-        bridge_trunk=mtls if with_certificate else {},
-        carrier_client_auth=ClientAuth.OPTIONAL,
-    ) as pair, asyncio.timeout(LIMIT):
+    async with (
+        gateway_pair(
+            pki,
+            carrier_route=carrier,
+            carrier_trunk=by_cert,
+            bridge_trunk=mtls if with_certificate else {},
+            carrier_client_auth=ClientAuth.OPTIONAL,
+        ) as pair,
+        asyncio.timeout(LIMIT),
+    ):
         call, _media, _events = await place(pair)
         if with_certificate:
             await call.wait_answered()
@@ -138,11 +144,17 @@ async def test_trunk_identified_by_client_certificate(pki, caplog, with_certific
 async def test_offer_without_acceptable_crypto_gets_488_before_routing(pki):
     carrier = Carrier()
     weak = {"crypto_suites": ("AES_CM_128_HMAC_SHA1_32",)}
-    async with gateway_pair(pki, carrier_route=carrier, bridge_trunk=weak) as pair, asyncio.timeout(LIMIT):
+    async with (
+        gateway_pair(pki, carrier_route=carrier, bridge_trunk=weak) as pair,
+        asyncio.timeout(LIMIT),
+    ):
         call, _media, _events = await place(pair)
         with pytest.raises(CallFailedError) as error:
             await call.wait_answered()
-        assert (error.value.failure, error.value.status_code) == (CallFailure.ENCRYPTION_REFUSED, 488)
+        assert (error.value.failure, error.value.status_code) == (
+            CallFailure.ENCRYPTION_REFUSED,
+            488,
+        )
         assert carrier.calls == []
 
 
@@ -176,9 +188,12 @@ async def test_cancel_from_the_caller_gets_487_and_stops_routing(pki):
 
 async def test_session_refresh_by_reinvite_keeps_keys(pki):
     carrier = Carrier()
-    async with gateway_pair(
-        pki, carrier_route=carrier, bridge_trunk={"session_expires": 90}, timer_scale=0.01
-    ) as pair, asyncio.timeout(LIMIT):
+    async with (
+        gateway_pair(
+            pki, carrier_route=carrier, bridge_trunk={"session_expires": 90}, timer_scale=0.01
+        ) as pair,
+        asyncio.timeout(LIMIT),
+    ):
         call, media, events = await place(pair)
         await call.wait_answered()
         assert call.timer.interval == 90
@@ -194,12 +209,15 @@ async def test_session_refresh_by_reinvite_keeps_keys(pki):
 
 async def test_session_refresh_by_update_when_the_peer_allows_it(pki):
     carrier = Carrier()
-    async with gateway_pair(
-        pki,
-        carrier_route=carrier,
-        bridge_trunk={"session_expires": 90, "refresh_method": "UPDATE"},
-        timer_scale=0.01,
-    ) as pair, asyncio.timeout(LIMIT):
+    async with (
+        gateway_pair(
+            pki,
+            carrier_route=carrier,
+            bridge_trunk={"session_expires": 90, "refresh_method": "UPDATE"},
+            timer_scale=0.01,
+        ) as pair,
+        asyncio.timeout(LIMIT),
+    ):
         methods = []
         handle = pair.carrier.handle
 
@@ -219,12 +237,15 @@ async def test_session_refresh_by_update_when_the_peer_allows_it(pki):
 
 async def test_422_raises_the_session_interval_and_the_call_goes_through(pki):
     carrier = Carrier()
-    async with gateway_pair(
-        pki,
-        carrier_route=carrier,
-        bridge_trunk={"session_expires": 120},
-        carrier_trunk={"min_se": 300},
-    ) as pair, asyncio.timeout(LIMIT):
+    async with (
+        gateway_pair(
+            pki,
+            carrier_route=carrier,
+            bridge_trunk={"session_expires": 120},
+            carrier_trunk={"min_se": 300},
+        ) as pair,
+        asyncio.timeout(LIMIT),
+    ):
         call, _media, events = await place(pair)
         await call.wait_answered()
         assert call.invites_sent == 2

@@ -8,7 +8,9 @@ import contextlib
 
 import pytest
 
+from sip_gateway.aio import SipEndpointConfig
 from sip_gateway.sdp import MediaProfile, SdesCrypto
+from sip_gateway.sip import TimerSettings
 from sip_gateway.trunk import (
     CallAnswered,
     CallEnded,
@@ -36,7 +38,12 @@ async def peer(pki):
 @contextlib.asynccontextmanager
 async def gateway(pki, peer, **trunk):
     scale = trunk.pop("scale", 1.0)
-    gw = TrunkGateway([trunk_config(pki, "carrier", peer.port, **trunk)], timer_scale=scale)
+    endpoint_config = trunk.pop("endpoint_config", None)
+    gw = TrunkGateway(
+        [trunk_config(pki, "carrier", peer.port, **trunk)],
+        timer_scale=scale,
+        endpoint_config=endpoint_config,
+    )
     try:
         yield gw
     finally:
@@ -338,3 +345,29 @@ async def test_unreachable_trunk(pki):
             assert "CallAnswered" not in events.types() and CallAnswered
     finally:
         await gw.aclose()
+
+
+async def test_no_response_at_all_is_unreachable(pki, peer):
+    """Timer B (64*T1; T1 shortened here) fires without any response."""
+    quick = SipEndpointConfig(timers=TimerSettings(t1=0.01))
+    async with gateway(pki, peer, endpoint_config=quick) as gw, asyncio.timeout(LIMIT):
+        call, _media, _events = await dial(gw)
+        await peer.receive("INVITE")
+        with pytest.raises(CallFailedError) as failure:
+            await call.wait_answered()
+        assert (failure.value.failure, failure.value.status_code) == (CallFailure.UNREACHABLE, 408)
+        assert "Timer B" in str(failure.value)
+
+
+async def test_untrusted_certificate_is_unreachable(pki):
+    rogue = await RawPeer.start(pki, cert="rogue")
+    try:
+        async with gateway(pki, rogue) as gw, asyncio.timeout(LIMIT):
+            call, _media, _events = await dial(gw)
+            with pytest.raises(CallFailedError) as failure:
+                await call.wait_answered()
+            assert failure.value.failure is CallFailure.UNREACHABLE
+            assert "not trusted" in str(failure.value)
+            assert rogue.log == []
+    finally:
+        await rogue.aclose()
