@@ -108,7 +108,7 @@ class CallerIdRules:
         if self.from_user is not None and _SIP_USER.fullmatch(self.from_user) is None:
             raise ValueError("caller_id.from_user must be a SIP URI user part")
         for prefix in self.allowed_prefixes:
-            if not prefix.startswith("+") or not prefix[1:].isdigit():
+            if not prefix.startswith("+") or _DIGITS.fullmatch(prefix[1:]) is None:
                 raise ValueError(f"caller_id.allowed_prefixes: {prefix!r} is not +digits")
 
 
@@ -221,7 +221,7 @@ class TrunkConfig:
         if self.country_code is not None and _DIGITS.fullmatch(self.country_code) is None:
             raise ValueError("country_code must be digits")
         for prefix in (self.national_prefix, self.international_prefix):
-            if prefix and not prefix.isdigit():
+            if prefix and _DIGITS.fullmatch(prefix) is None:
                 raise ValueError("national and international prefixes must be digits")
 
     def _check_media(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -46,6 +47,7 @@ __all__ = [
 logger = logging.getLogger("sip_gateway.trunk")
 
 _CHALLENGES = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
 class TrunkStatus(StrEnum):
@@ -267,9 +269,9 @@ class Registration:
             request = self._request(endpoint, expires, extra)
             response = await endpoint.request(request, timeout=self.host.config.options_timeout)
             code = response.status_code
-            minimum = response.headers.get("Min-Expires") or ""
-            if code == 423 and minimum.isdigit() and int(minimum) > expires:
-                expires = int(minimum)
+            minimum = _seconds(response.headers.get("Min-Expires"))
+            if code == 423 and minimum is not None and minimum > expires:
+                expires = minimum
                 continue
             header = _CHALLENGES.get(code)
             if header is None or self._auth is None:
@@ -340,14 +342,21 @@ class Registration:
         self.expires = None
 
 
+def _seconds(value: str | None) -> int | None:
+    """A delta-seconds value, or None when absent or not ASCII digits."""
+    if value is None or _DELTA_SECONDS.fullmatch(value.strip()) is None:
+        return None
+    return int(value)
+
+
 def _granted(response: SipResponse, asked: int) -> int:
     """The lifetime a 2xx to REGISTER granted: our Contact's expires, else Expires."""
     try:
         for contact in response.contacts:
-            value = contact.param("expires")
-            if value and value.isdigit():
-                return int(value)
+            value = _seconds(contact.param("expires"))
+            if value is not None:
+                return value
     except RemoteProtocolError:
         pass
-    value = response.headers.get("Expires")
-    return int(value) if value and value.isdigit() else asked
+    value = _seconds(response.headers.get("Expires"))
+    return asked if value is None else value

@@ -22,6 +22,7 @@ sends or logs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 _MAX_INTERVAL = 2**31 - 1
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
 _EXPIRY_GUARD = 32.0
 
 
@@ -88,7 +90,7 @@ class SessionExpires:
 
 
 def _delta_seconds(text: str, what: str) -> int:
-    if not text.isdigit() or len(text) > 10:
+    if _DELTA_SECONDS.fullmatch(text) is None:
         raise RemoteProtocolError(f"{what} is not delta-seconds")
     return min(int(text), _MAX_INTERVAL)
 
