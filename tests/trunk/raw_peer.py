@@ -106,7 +106,13 @@ class RawPeer:
         return self.respond(invite, 200, headers=headers, body=body, **kwargs)
 
     def request(
-        self, invite: SipRequest, method: str, *, body: bytes = b"", headers=()
+        self,
+        invite: SipRequest,
+        method: str,
+        *,
+        body: bytes = b"",
+        headers=(),
+        cseq: int | None = None,
     ) -> SipRequest:
         """An in-dialog request from us (the UAS of ``invite``) back to its sender."""
         contact = invite.contacts[0].uri
@@ -116,7 +122,7 @@ class RawPeer:
         hdrs.add("From", f"{invite.headers.get('To')};tag={self.to_tag}")
         hdrs.add("To", invite.headers.get("From") or "")
         hdrs.add("Call-ID", invite.call_id)
-        hdrs.add("CSeq", f"{next(self.cseq)} {method}")
+        hdrs.add("CSeq", f"{cseq or next(self.cseq)} {method}")
         hdrs.add("Contact", f"<sip:gw@127.0.0.1:{self.port};transport=tls>")
         for name, value in headers:
             hdrs.add(name, value)

@@ -5,6 +5,7 @@ carrier, and RFC 4028 session refreshes as refresher and as responder."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 import pytest
@@ -254,3 +255,20 @@ async def test_422_raises_the_session_interval_and_the_call_goes_through(pki):
         assert call.timer.interval == 300
         assert isinstance(events.seen[-1], CallAnswered)
         await call.hangup()
+
+
+async def test_no_key_material_in_logs_or_reprs(pki, caplog):
+    carrier = Carrier()
+    with caplog.at_level(logging.DEBUG):
+        async with gateway_pair(pki, carrier_route=carrier) as pair, asyncio.timeout(LIMIT):
+            call, _media, events = await place(pair)
+            config = await call.wait_answered()
+            (inbound,) = carrier.calls
+            shown = " ".join(
+                repr(x) for x in (call, inbound, config, events.seen, carrier.events.seen)
+            )
+            await call.hangup()
+    keys = [config.crypto.local_key, config.crypto.remote_key]
+    texts = [base64.b64encode(k).decode() for k in keys] + [k.hex() for k in keys]
+    for text in texts:
+        assert text not in caplog.text and text not in shown

@@ -19,6 +19,7 @@ from sip_gateway.trunk import (
     CallRinging,
     EarlyMediaStarted,
     EndReason,
+    MediaUpdated,
     TrunkGateway,
 )
 
@@ -371,3 +372,22 @@ async def test_untrusted_certificate_is_unreachable(pki):
             assert rogue.log == []
     finally:
         await rogue.aclose()
+
+
+async def test_offerless_reinvite_gets_our_sdp_and_the_answer_comes_in_the_ack(pki, peer):
+    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+        call, media, events = await dial(gw)
+        invite = await peer.receive("INVITE")
+        peer.ok_with_answer(invite)
+        await call.wait_answered()
+        await peer.receive("ACK")
+        reinvite = peer.request(invite, "INVITE")  # no SDP: we must offer
+        await peer.receive(100)
+        ok = await peer.receive(200)
+        offer = sdp_of(ok)
+        assert offer.to_bytes() == call.local_sdp.to_bytes()  # our current SDP, unchanged
+        hold, _ = peer.answer_sdp(ok.body)
+        held = hold.to_bytes().replace(b"a=sendrecv", b"a=sendonly")
+        peer.request(invite, "ACK", body=held, cseq=reinvite.cseq.seq)
+        await events.wait_for(MediaUpdated)
+        assert media.applied[-1].direction == "recvonly"
