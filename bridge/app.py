@@ -22,21 +22,28 @@ from pathlib import Path
 from aiohttp import web
 
 from sip_gateway.aio.endpoint import SipEndpointConfig
-from sip_gateway.aio.stream import SipTlsConnector, SipTlsServer
+from sip_gateway.aio.stream import SipTlsServer
 from sip_gateway.aio.websocket import SipWebSocketService
 from sip_gateway.devcerts import ensure_dev_pki
 from sip_gateway.sip.auth import DigestServer, DigestServerConfig, Ha1Lookup
 from sip_gateway.tls import (
     ClientAuth,
-    TlsClientConfig,
     TlsPolicyError,
     TlsServerConfig,
-    client_context,
     server_context,
+)
+from sip_gateway.trunk import (
+    CallerIdRules,
+    InboundCall,
+    Reject,
+    RouteDecision,
+    TrunkConfig,
+    TrunkGateway,
+    TrunkStatusChanged,
 )
 
 from .registrar import Registrar
-from .settings import Settings
+from .settings import Settings, TrunkSettings
 from .signaling import Signaling
 
 __all__ = ["RunningBridge", "StartupError", "serve", "start"]
@@ -58,7 +65,7 @@ class RunningBridge:
     """The listeners of a started bridge."""
 
     sip_server: SipTlsServer
-    connector: SipTlsConnector
+    gateway: TrunkGateway
     http_runner: web.AppRunner
     https_port: int
     ca_file: Path | None
@@ -70,11 +77,8 @@ class RunningBridge:
 
     async def close(self) -> None:
         """Stop accepting, close every connection and wait for them."""
-        self.sip_server.close()
-        self.connector.close()
         await self.http_runner.cleanup()
-        await self.sip_server.wait_closed()
-        await self.connector.wait_closed()
+        await self.gateway.aclose()
 
 
 async def serve(settings: Settings) -> None:
@@ -133,7 +137,6 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
         https_ctx = server_context(
             TlsServerConfig(certificate_chain=cert, private_key=key, alpn_protocols=("http/1.1",))
         )
-        out_ctx = client_context(TlsClientConfig(ca_file=ca))
     except TlsPolicyError as exc:
         raise StartupError(str(exc)) from exc
     endpoint_config = SipEndpointConfig(
@@ -153,15 +156,15 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
         tag_source=lambda: secrets.token_hex(8),
         node_id=settings.node.id,
     )
-    connector = SipTlsConnector(signaling.handle, ssl_context=out_ctx, config=endpoint_config)
+    gateway = TrunkGateway(
+        _trunk_configs(settings, ca),
+        route=_no_route_yet,
+        endpoint_config=endpoint_config,
+        on_status=_log_trunk_status,
+    )
     try:
-        sip_server = await SipTlsServer.start(
-            settings.sip.listen_host,
-            settings.sip.listen_port,
-            sip_ctx,
-            signaling.handle,
-            config=endpoint_config,
-            connector=connector,
+        sip_server = await gateway.listen(
+            settings.sip.listen_host, settings.sip.listen_port, sip_ctx
         )
     except OSError as exc:
         raise StartupError(
@@ -173,12 +176,52 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
             settings, https_ctx, SipWebSocketService(signaling.handle, config=endpoint_config)
         )
     except OSError as exc:
-        sip_server.close()
+        await gateway.aclose()
         raise StartupError(
             f"cannot listen for HTTPS on {settings.http.listen_host}:{settings.http.listen_port}: "
             f"{exc.strerror or exc}"
         ) from exc
-    return RunningBridge(sip_server, connector, runner, https_port, ca)
+    gateway.start()
+    return RunningBridge(sip_server, gateway, runner, https_port, ca)
+
+
+def _trunk_configs(settings: Settings, dev_ca: Path | None) -> list[TrunkConfig]:
+    """Map the trunk settings to the gateway's own configuration objects.
+
+    A trunk without ``ca_file`` trusts the development CA when the bridge generated one.
+
+    Raises:
+        StartupError: a trunk's options are inconsistent (the message names the trunk).
+    """
+    generated = settings.tls.cert_file is None
+    configs = []
+    for index, trunk in enumerate(settings.trunks):
+        try:
+            configs.append(_trunk_config(trunk, dev_ca if generated else None))
+        except ValueError as exc:
+            raise StartupError(f"option trunks.{index} ({trunk.name}): {exc}") from None
+    return configs
+
+
+def _trunk_config(trunk: TrunkSettings, dev_ca: Path | None) -> TrunkConfig:
+    fields = trunk.model_dump(exclude={"caller_id", "password", "registration", "options_interval"})
+    return TrunkConfig(
+        **fields | {"ca_file": trunk.ca_file or dev_ca},
+        password=trunk.password.get_secret_value() if trunk.password else None,
+        register=trunk.registration,
+        caller_id=CallerIdRules(**trunk.caller_id.model_dump()),
+        options_interval=trunk.options_interval or None,
+    )
+
+
+async def _no_route_yet(call: InboundCall) -> RouteDecision:
+    """Inbound calls reach browsers once the call layer exists; until then: 480."""
+    log.info("inbound call to %s on trunk %s: no route to a browser yet", call.did, call.trunk)
+    return Reject(status_code=480)
+
+
+def _log_trunk_status(event: TrunkStatusChanged) -> None:
+    log.info("trunk %s is %s", event.trunk, event.status.value)
 
 
 def _no_users(username: str, realm: str, algorithm: object) -> str | None:

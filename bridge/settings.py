@@ -16,12 +16,22 @@ from __future__ import annotations
 import tomllib
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "CallerIdSettings",
+    "CarrierSimSettings",
     "HttpSettings",
     "LogSettings",
     "NodeSettings",
@@ -29,10 +39,16 @@ __all__ = [
     "SettingsError",
     "SipSettings",
     "TlsSettings",
+    "TrunkSettings",
     "load_settings",
 ]
 
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests)
+CryptoSuite = Literal[
+    "AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
+]
+CodecName = Literal["PCMU", "PCMA"]
+Seconds = Annotated[float, Field(gt=0.0, le=86400.0)]
 
 
 class SettingsError(Exception):
@@ -41,6 +57,19 @@ class SettingsError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, data: Any) -> Any:
+        """TOML has no null: an empty string stands for "not set" on optional options."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: None
+            if value == "" and key in cls.model_fields and cls.model_fields[key].default is None
+            else value
+            for key, value in data.items()
+        }
 
 
 def _check_host(value: str) -> str:
@@ -64,11 +93,6 @@ class TlsSettings(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     ca_file: Path | None = None
-
-    @field_validator("cert_file", "key_file", "ca_file", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
 
 
 class SipSettings(_Section):
@@ -97,6 +121,97 @@ class HttpSettings(_Section):
     _host = field_validator("listen_host")(_check_host)
 
 
+class CallerIdSettings(_Section):
+    """How the calling number of an outbound call is presented to a carrier."""
+
+    from_user: str | None = None
+    default_caller_id: str | None = None
+    allowed_prefixes: tuple[str, ...] = ()
+    asserted_identity: bool = False
+    anonymous: bool = False
+
+
+class TrunkSettings(_Section):
+    """One carrier trunk: SIP over TLS to its SBC, SRTP keyed by SDES (RFC 4568)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    host: str = Field(min_length=1, max_length=253)
+    port: Port = 5061
+    server_name: str | None = None
+    ca_file: Path | None = None
+    client_certificate: Path | None = None
+    client_private_key: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    auth_realm: str | None = None
+    registration: bool = False
+    register_expires: int = Field(default=3600, ge=60, le=86400)
+    register_refresh: float = Field(default=0.8, ge=0.1, le=0.95)
+    register_retry: Seconds = 30.0
+    from_domain: str | None = None
+    allowed_sources: tuple[str, ...] = ()
+    client_certificate_names: tuple[str, ...] = ()
+    country_code: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,2}$")
+    national_prefix: str = Field(default="0", pattern=r"^[0-9]{0,4}$")
+    international_prefix: str = Field(default="00", pattern=r"^[0-9]{0,4}$")
+    caller_id: CallerIdSettings = CallerIdSettings()
+    codecs: tuple[CodecName, ...] = Field(default=("PCMU", "PCMA"), min_length=1)
+    crypto_suites: tuple[CryptoSuite, ...] = Field(
+        default=("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80"), min_length=1
+    )
+    telephone_event: bool = True
+    ptime: int = Field(default=20, ge=10, le=60)
+    ring_timeout: Seconds = 120.0
+    options_interval: float = Field(default=30.0, ge=0.0, le=3600.0)
+    options_timeout: Seconds = 5.0
+    options_failures: int = Field(default=2, ge=1, le=100)
+    session_timer: bool = True
+    session_expires: int = Field(default=1800, ge=90, le=86400)
+    min_se: int = Field(default=90, ge=90, le=86400)
+    refresh_method: Literal["INVITE", "UPDATE"] = "INVITE"
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TrunkSettings:
+        if (self.client_certificate is None) != (self.client_private_key is None):
+            raise ValueError("client_certificate and client_private_key go together")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.registration and self.username is None:
+            raise ValueError("registration needs username and password")
+        if self.session_expires < self.min_se:
+            raise ValueError("session_expires must be at least min_se")
+        return self
+
+
+def _default_trunks() -> list[TrunkSettings]:
+    """The embedded default: the carrier simulator on 127.0.0.1:5062, trusted via the dev CA."""
+    return [
+        TrunkSettings(
+            name="carrier-sim", host="127.0.0.1", port=5062, allowed_sources=("127.0.0.1/32",)
+        )
+    ]
+
+
+class CarrierSimSettings(_Section):
+    """The built-in PSTN gateway simulator, started in-process (the embedded default trunk)."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 5062
+    mode: Literal["echo", "tone", "play", "busy", "no-answer"] = "echo"
+    ring_time: float = Field(default=1.0, ge=0.0, le=300.0)
+    play_file: Path | None = None
+    record_dir: Path | None = None
+
+    _host = field_validator("listen_host")(_check_host)
+
+    @model_validator(mode="after")
+    def _play_needs_file(self) -> CarrierSimSettings:
+        if self.mode == "play" and self.play_file is None:
+            raise ValueError("mode 'play' needs play_file (a WAV, 8 kHz mono 16-bit)")
+        return self
+
+
 class LogSettings(_Section):
     """Logging of the bridge process."""
 
@@ -117,7 +232,16 @@ class Settings(BaseSettings):
     tls: TlsSettings = TlsSettings()
     sip: SipSettings = SipSettings()
     http: HttpSettings = HttpSettings()
+    trunks: list[TrunkSettings] = Field(default_factory=_default_trunks)
+    carrier_sim: CarrierSimSettings = CarrierSimSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _unique_trunk_names(self) -> Settings:
+        names = [trunk.name for trunk in self.trunks]
+        if len(names) != len(set(names)):
+            raise ValueError("trunk names must be unique")
+        return self
 
     @classmethod
     def settings_customise_sources(
