@@ -1,8 +1,8 @@
-"""The bridge's transaction user: what it answers on every SIP connection, TLS or WSS.
+"""The bridge's transaction user for browsers: what it answers over SIP on WebSocket.
 
-Theory of operation: :class:`Signaling` receives the events of every endpoint (carrier
-connections over TLS, browsers over WSS) and answers requests. For now it answers
-OPTIONS (keep-alive and capability queries), runs the registrar for browsers over WSS,
+Theory of operation: :class:`Signaling` receives the events of every browser connection
+(SIP over secure WebSocket, RFC 7118; carriers are served by the trunk gateway) and answers
+requests. For now it answers OPTIONS (keep-alive and capability queries), runs the registrar,
 refuses in-dialog requests for dialogs it does not know with 481 and new calls with
 480 (call routing comes with the call layer), and logs every refused request with the
 peer's address (malformed messages are logged by the transport that rejected them).
@@ -89,13 +89,6 @@ class Signaling:
             response.headers.add("Accept", "application/sdp")
             return response
         if method == "REGISTER":
-            if endpoint.transport != "WSS":
-                log.warning(
-                    "%s %s:%d REGISTER refused: registration is for browsers over WSS",
-                    endpoint.transport,
-                    *endpoint.peer,
-                )
-                return _with_allow(build_response(request, 405))
             peer = f"{endpoint.peer[0]}:{endpoint.peer[1]}"
             return self._registrar.handle_register(request, now=self._clock(), peer=peer)
         if request.to_addr.tag or method in _IN_DIALOG:
