@@ -12,13 +12,18 @@ from .errors import (
     SipRequestTimeoutError,
     SipTransportError,
 )
-from .rtp import MediaEndpoint, MediaSocket
+from .media_port import AudioSink, RtpMediaPort
+from .rtp import AudioSource, EventSink, MediaEndpoint, MediaSocket
 from .stream import SipTlsConnector, SipTlsServer
 from .websocket import SipWebSocketService, sip_websocket_handler
 
 __all__ = [
+    "AudioSink",
+    "AudioSource",
+    "EventSink",
     "MediaEndpoint",
     "MediaSocket",
+    "RtpMediaPort",
     "SipConnectError",
     "SipConnectionClosedError",
     "SipEndpoint",
