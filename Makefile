@@ -30,6 +30,10 @@ system-deps:
 	  fi; \
 	fi
 
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) -m tests.bench.media_bench
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,545 @@
+"""Media benchmark of the gateway leg: SDES-SRTP G.711 through MediaSession on loopback UDP.
+
+Run: ``python -m tests.bench.media_bench [--seconds N] [--repeat N] [--json]`` or
+``make bench``. Not a test: the figures are printed, never asserted.
+
+What it measures, in one run, on 127.0.0.1 UDP sockets (see ``harness`` for the method):
+
+(a) the bare loops the target refers to: pylibsrtp ``protect`` + ``sendto`` per packet
+    (12-byte RTP header + 160 bytes of G.711), and ``recvfrom`` + ``unprotect``;
+(b) each stage of our pipeline per 20 ms frame: G.711 encode/decode, RTP
+    packetize/parse, SRTP protect/unprotect through ``SrtpSession``, jitter buffer
+    put+pop, DTMF receiver feed, and the bare socket and pylibsrtp calls alone;
+(c) the gateway leg end to end, driven as ``MediaEndpoint`` drives it: the send path
+    per packet (audio frame -> ``send_audio`` -> ``handle_timer`` -> ``datagrams_to_send``
+    -> ``sendto``, events drained, ``get_timer``) and the receive path per packet
+    (``recvfrom`` -> ``receive_datagram`` -> the tick's playout -> ``AudioReceived``);
+(d) packets per second one core sustains for one stream pair: two sendrecv
+    MediaSessions on two sockets exchanging packets as fast as the CPU allows;
+(e) the ratios of (c) to (a) against the issue's 1.5x target.
+
+The session's clock is virtual (ticks 20 ms apart, one per packet), so nothing sleeps;
+RTCP reports go out on that clock as in a real call and their cost is included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from itertools import cycle, islice
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pylibsrtp
+
+from sip_gateway.media.dtmf import DtmfReceiver
+from sip_gateway.media.g711 import G711Codec
+from sip_gateway.media.jitter import JitterBuffer
+from sip_gateway.media.rtp import RtpPacket, RtpPacketizer
+from sip_gateway.media.session import MediaSession
+from sip_gateway.media.srtp import SRTP_PROFILES, SrtpSession
+from sip_gateway.sdp.attributes import Direction
+from sip_gateway.sdp.crypto import SUITES, CryptoAttribute
+from sip_gateway.sdp.media_config import Codec, MediaConfig, SdesCrypto, TelephoneEvent
+
+from .harness import Sample, UdpPair, machine_info, measure
+
+TARGET = 1.5
+PTIME = 0.020
+SAMPLES = 160
+SOCKET_BATCH = 128  # datagrams queued on a socket at once (well inside its buffer)
+_RTP = struct.Struct("!BBHII")
+
+Pcm = npt.NDArray[np.int16]
+Address = tuple[str, int]
+
+
+class Fixture:
+    """Keys, audio and plaintext packets shared by the measurements."""
+
+    def __init__(self, suite: str, seed: int = 4733) -> None:
+        rng = random.Random(seed)
+        self.suite = suite
+        size = SUITES[suite].key_salt_length
+        self.key_a, self.key_b = rng.randbytes(size), rng.randbytes(size)
+        self.profile = SRTP_PROFILES[suite]
+        t = np.arange(SAMPLES * 50) / 8000
+        tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        self.frames: list[Pcm] = [tone[i : i + SAMPLES] for i in range(0, len(tone), SAMPLES)]
+        self.codec = G711Codec("PCMU")
+        self.payload = self.codec.encode(self.frames[1])
+        # every sequence number once, so a session can cycle through them (rollover)
+        self.ring = [
+            _RTP.pack(0x80, 0, seq, seq * SAMPLES & 0xFFFFFFFF, 0x1234) + self.payload
+            for seq in range(0x10000)
+        ]
+
+    def libsrtp(self, key: bytes, outbound: bool) -> pylibsrtp.Session:
+        ssrc_type = (
+            pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
+        )
+        return pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=self.profile)
+        )
+
+    def crypto(self, local: bytes, remote: bytes) -> SdesCrypto:
+        return SdesCrypto(
+            suite=self.suite,
+            tag=1,
+            local_key=local,
+            remote_key=remote,
+            local_attribute=CryptoAttribute.create(tag=1, suite=self.suite, key_salt=local),
+            remote_attribute=CryptoAttribute.create(tag=1, suite=self.suite, key_salt=remote),
+        )
+
+    def config(self, remote: Address, direction: Direction, *, a_side: bool) -> MediaConfig:
+        local, peer = (self.key_a, self.key_b) if a_side else (self.key_b, self.key_a)
+        return MediaConfig(
+            codecs=(Codec(payload_type=0, name="PCMU", clock_rate=8000),),
+            telephone_event=TelephoneEvent(payload_type=101, clock_rate=8000),
+            ptime=20,
+            remote_address=remote,
+            remote_rtcp_address=remote,
+            rtcp_mux=True,
+            direction=direction,
+            crypto=self.crypto(local, peer),
+        )
+
+    def session(self, remote: Address, direction: Direction, *, a_side: bool) -> MediaSession:
+        rng = random.Random(1 if a_side else 2)
+        ssrc = 0x0A0A0A0A if a_side else 0x0B0B0B0B
+        return MediaSession(self.config(remote, direction, a_side=a_side), local_ssrc=ssrc, rng=rng)
+
+    def audio(self) -> Iterator[Pcm]:
+        return cycle(self.frames)
+
+
+class Clock:
+    """The virtual tick clock: one ptime per call of :meth:`next`."""
+
+    def __init__(self, epoch: float = 1000.0) -> None:
+        self.epoch = epoch
+        self.ticks = 0
+
+    def next(self) -> float:
+        now = self.epoch + self.ticks * PTIME
+        self.ticks += 1
+        return now
+
+
+def _flush(session: MediaSession, sendto: Callable[[bytes, Address], object]) -> None:
+    """What ``MediaEndpoint._flush`` does (rtcp-mux: one socket)."""
+    for data, address in session.datagrams_to_send():
+        sendto(data, address)
+    while session.next_event() is not None:
+        pass
+    session.get_timer()
+
+
+def _send_tick(
+    session: MediaSession, now: float, audio: Iterator[Pcm], sendto: Callable[..., object]
+) -> None:
+    """What ``MediaEndpoint._on_timer`` does: pull due frames, run the timer, flush."""
+    for _ in range(min(session.ticks_due(now), 10)):
+        session.send_audio(next(audio), now)
+    session.handle_timer(now)
+    _flush(session, sendto)
+
+
+# -- (a) bare loops ----------------------------------------------------------------------
+
+
+def bare_send(fx: Fixture, seconds: float, repeat: int) -> Sample:
+    pair, srtp, packets = UdpPair(), fx.libsrtp(fx.key_a, True), cycle(fx.ring)
+
+    def run(n: int) -> None:
+        protect, sendto, address = srtp.protect, pair.tx.sendto, pair.rx_address
+        for packet in islice(packets, n):
+            sendto(protect(packet), address)
+
+    try:
+        return measure(
+            run, lambda n: pair.drain(), batch=SOCKET_BATCH, seconds=seconds, repeat=repeat
+        )
+    finally:
+        pair.close()
+
+
+def bare_receive(fx: Fixture, seconds: float, repeat: int) -> Sample:
+    pair, packets = UdpPair(), cycle(fx.ring)
+    sender, receiver = fx.libsrtp(fx.key_a, True), fx.libsrtp(fx.key_a, False)
+
+    def prepare(n: int) -> None:
+        for packet in islice(packets, n):
+            pair.tx.sendto(sender.protect(packet), pair.rx_address)
+
+    def run(n: int) -> None:
+        recvfrom, unprotect = pair.rx.recvfrom, receiver.unprotect
+        for _ in range(n):
+            data, _source = recvfrom(2048)
+            unprotect(data)
+
+    try:
+        return measure(run, prepare, batch=SOCKET_BATCH, seconds=seconds, repeat=repeat)
+    finally:
+        pair.close()
+
+
+# -- (b) stages --------------------------------------------------------------------------
+
+
+def stages(fx: Fixture, seconds: float, repeat: int) -> dict[str, Sample]:
+    def go(run: Callable[[int], object], prepare: Callable[[int], object] | None = None) -> Sample:
+        return measure(run, prepare, batch=256, seconds=seconds, repeat=repeat)
+
+    codec, frames, payload = fx.codec, fx.audio(), fx.payload
+    plain = fx.ring[7]
+    packet = RtpPacket.parse(plain)
+    packetizer = RtpPacketizer(0x1234, 0, 8000, 1, 1)
+    results = {
+        "g711_encode": go(lambda n: [codec.encode(f) for f in islice(frames, n)]),
+        "g711_decode": go(lambda n: [codec.decode(payload) for _ in range(n)]),
+        "rtp_packetize": go(
+            lambda n: [packetizer.packet_bytes(payload, SAMPLES) for _ in range(n)]
+        ),
+        "rtp_parse": go(lambda n: [RtpPacket.parse(plain) for _ in range(n)]),
+    }
+    results |= _srtp_stages(fx, go)
+    results |= _socket_stages(fx, seconds, repeat)
+    results["jitter_put_pop"] = _jitter_stage(go)
+    dtmf = DtmfReceiver(101)
+    results["dtmf_feed"] = go(lambda n: [dtmf.feed(packet) for _ in range(n)])
+    return results
+
+
+def _srtp_stages(fx: Fixture, go: Callable[..., Sample]) -> dict[str, Sample]:
+    ours_out = SrtpSession(fx.crypto(fx.key_a, fx.key_b))
+    ours_in = SrtpSession(fx.crypto(fx.key_b, fx.key_a))
+    bare_out, bare_in = fx.libsrtp(fx.key_a, True), fx.libsrtp(fx.key_a, False)
+    feeder = fx.libsrtp(fx.key_a, True)
+    ring_ours, ring_bare, ring_feed = cycle(fx.ring), cycle(fx.ring), cycle(fx.ring)
+    queue: list[bytes] = []
+
+    def prepare(n: int) -> None:
+        queue[:] = [feeder.protect(p) for p in islice(ring_feed, n)]
+
+    results = {
+        "srtp_protect": go(lambda n: [ours_out.protect(p) for p in islice(ring_ours, n)]),
+        "srtp_unprotect": go(lambda n: [ours_in.unprotect(p) for p in queue], prepare),
+        "bare_protect": go(lambda n: [bare_out.protect(p) for p in islice(ring_bare, n)]),
+    }
+    feeder, ring_feed = fx.libsrtp(fx.key_a, True), cycle(fx.ring)
+    results["bare_unprotect"] = go(lambda n: [bare_in.unprotect(p) for p in queue], prepare)
+    return results
+
+
+def _socket_stages(fx: Fixture, seconds: float, repeat: int) -> dict[str, Sample]:
+    pair = UdpPair()
+    datagram = fx.ring[0] + bytes(10)  # the size of an SRTP packet with an 80-bit tag
+
+    def send(n: int) -> None:
+        sendto, address = pair.tx.sendto, pair.rx_address
+        for _ in range(n):
+            sendto(datagram, address)
+
+    def fill(n: int) -> None:
+        for _ in range(n):
+            pair.tx.sendto(datagram, pair.rx_address)
+
+    def receive(n: int) -> None:
+        recvfrom = pair.rx.recvfrom
+        for _ in range(n):
+            recvfrom(2048)
+
+    try:
+        kw: dict[str, Any] = {"batch": SOCKET_BATCH, "seconds": seconds, "repeat": repeat}
+        return {
+            "sendto": measure(send, lambda n: pair.drain(), **kw),
+            "recvfrom": measure(receive, fill, **kw),
+        }
+    finally:
+        pair.close()
+
+
+def _jitter_stage(go: Callable[..., Sample]) -> Sample:
+    jitter, clock = JitterBuffer(8000, 20), Clock()
+    queue: list[tuple[RtpPacket, float]] = []
+
+    def prepare(n: int) -> None:
+        start = clock.ticks
+        queue[:] = [
+            (
+                RtpPacket(
+                    payload_type=0,
+                    sequence=(start + i) & 0xFFFF,
+                    timestamp=(start + i) * SAMPLES & 0xFFFFFFFF,
+                    ssrc=0x1234,
+                    payload=b"\xff" * SAMPLES,
+                ),
+                clock.next(),
+            )
+            for i in range(n)
+        ]
+
+    def run(n: int) -> None:
+        put, pop = jitter.put, jitter.pop
+        for packet, now in queue:
+            put(packet, now)
+            pop(now)
+
+    return go(run, prepare)
+
+
+# -- (c) the gateway leg -----------------------------------------------------------------
+
+
+def leg_send(fx: Fixture, seconds: float, repeat: int) -> Sample:
+    pair, clock = UdpPair(), Clock()
+    session = fx.session(pair.rx_address, Direction.SENDRECV, a_side=True)
+    session.start(clock.epoch)
+    audio = fx.audio()
+
+    def run(n: int) -> None:
+        sendto, nxt = pair.tx.sendto, clock.next
+        for _ in range(n):
+            _send_tick(session, nxt(), audio, sendto)
+
+    try:
+        return measure(
+            run, lambda n: pair.drain(), batch=SOCKET_BATCH, seconds=seconds, repeat=repeat
+        )
+    finally:
+        pair.close()
+
+
+def leg_receive(fx: Fixture, seconds: float, repeat: int) -> Sample:
+    """The receiving session is recvonly, so its ticks only play out (no send cost)."""
+    pair, clock = UdpPair(), Clock()
+    peer = fx.session(pair.rx_address, Direction.SENDRECV, a_side=True)
+    ours = fx.session(pair.tx_address, Direction.RECVONLY, a_side=False)
+    peer.start(clock.epoch)
+    ours.start(clock.epoch)
+    audio = fx.audio()
+    schedule: list[tuple[float, int]] = []
+
+    def prepare(n: int) -> None:
+        pair.drain(pair.tx)  # our RTCP to the peer
+        schedule.clear()
+        for _ in range(n):
+            now = clock.next()
+            peer.send_audio(next(audio), now)
+            peer.handle_timer(now)
+            datagrams = peer.datagrams_to_send()
+            for data, address in datagrams:
+                pair.tx.sendto(data, address)
+            while peer.next_event() is not None:
+                pass
+            schedule.append((now, len(datagrams)))
+
+    def run(n: int) -> None:
+        recvfrom, sendto = pair.rx.recvfrom, pair.rx.sendto
+        receive, handle_timer = ours.receive_datagram, ours.handle_timer
+        for now, count in schedule:
+            for _ in range(count):
+                data, source = recvfrom(2048)
+                receive(data, source, now)
+                _flush(ours, sendto)
+            handle_timer(now)
+            _flush(ours, sendto)
+
+    try:
+        sample = measure(run, prepare, batch=SOCKET_BATCH, seconds=seconds, repeat=repeat)
+    finally:
+        pair.close()
+    stats = ours.stats()
+    if stats.packets_received == 0 or stats.concealed > stats.packets_received // 100:
+        raise RuntimeError(f"receive path did not play the stream out: {stats}")
+    return sample
+
+
+# -- (d) a stream pair -------------------------------------------------------------------
+
+
+def stream_pair(fx: Fixture, seconds: float, repeat: int) -> Sample:
+    a_socks, clock = UdpPair(), Clock()
+    a = fx.session(a_socks.rx_address, Direction.SENDRECV, a_side=True)
+    b = fx.session(a_socks.tx_address, Direction.SENDRECV, a_side=False)
+    a.start(clock.epoch)
+    b.start(clock.epoch)
+    # a sends from tx to rx (b's socket), b from rx to tx
+    sides = ((a, a_socks.tx, fx.audio()), (b, a_socks.rx, fx.audio()))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            now = clock.next()
+            pending = [0, 0]
+            for index, (session, sock, audio) in enumerate(sides):
+                session_sendto = _counting(sock.sendto, pending, 1 - index)
+                _send_tick(session, now, audio, session_sendto)
+            for index, (session, sock, _audio) in enumerate(sides):
+                recvfrom, sendto = sock.recvfrom, sock.sendto
+                for _ in range(pending[index]):
+                    data, source = recvfrom(2048)
+                    session.receive_datagram(data, source, now)
+                    _flush(session, sendto)
+
+    try:
+        sample = measure(run, batch=64, seconds=seconds, repeat=repeat, ops_per_call=2)
+    finally:
+        a_socks.close()
+    for session in (a, b):
+        stats = session.stats()
+        if stats.packets_received < stats.packets_sent // 2 or stats.dropped:
+            raise RuntimeError(f"stream pair lost its packets: {stats}")
+    return sample
+
+
+def _counting(
+    sendto: Callable[[bytes, Address], object], pending: list[int], index: int
+) -> Callable[[bytes, Address], object]:
+    def send(data: bytes, address: Address) -> object:
+        pending[index] += 1
+        return sendto(data, address)
+
+    return send
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    fx = Fixture(args.suite)
+    s, r = args.seconds, args.repeat
+    bare = {"send": bare_send(fx, s, r), "receive": bare_receive(fx, s, r)}
+    stage = stages(fx, s / 2, r)
+    leg = {"send": leg_send(fx, s, r), "receive": leg_receive(fx, s, r)}
+    pair = stream_pair(fx, s, r)
+    return {"bare": bare, "stages": stage, "leg": leg, "pair": pair}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    bare, leg = results["bare"], results["leg"]
+    both_bare = (bare["send"].wall_us + bare["receive"].wall_us, 0.0)
+    out: dict[str, dict[str, float]] = {}
+    for name, ours, base in (
+        ("send", leg["send"], bare["send"]),
+        ("receive", leg["receive"], bare["receive"]),
+    ):
+        out[name] = {"wall": ours.wall_us / base.wall_us, "cpu": ours.cpu_us / base.cpu_us}
+    out["leg"] = {
+        "wall": (leg["send"].wall_us + leg["receive"].wall_us) / both_bare[0],
+        "cpu": (leg["send"].cpu_us + leg["receive"].cpu_us)
+        / (bare["send"].cpu_us + bare["receive"].cpu_us),
+    }
+    return out
+
+
+STAGE_LABELS = {
+    "g711_encode": "G.711 encode (160 samples)",
+    "g711_decode": "G.711 decode (160 codes)",
+    "rtp_packetize": "RTP packetize (RtpPacketizer.packet_bytes)",
+    "rtp_parse": "RTP parse (RtpPacket.parse)",
+    "srtp_protect": "SRTP protect (SrtpSession)",
+    "srtp_unprotect": "SRTP unprotect (SrtpSession)",
+    "bare_protect": "  pylibsrtp protect alone",
+    "bare_unprotect": "  pylibsrtp unprotect alone",
+    "sendto": "socket sendto alone (182 B)",
+    "recvfrom": "socket recvfrom alone (182 B)",
+    "jitter_put_pop": "jitter buffer put + pop",
+    "dtmf_feed": "DTMF receiver feed (audio packet)",
+}
+
+
+def _row(label: str, sample: Sample) -> str:
+    return f"  {label:<52} {sample.wall_us:8.2f} {sample.cpu_us:8.2f} {sample.spread * 100:6.1f}%"
+
+
+def report(results: dict[str, Any], args: argparse.Namespace, info: dict[str, str]) -> str:
+    head = f"  {'':<52} {'wall us':>8} {'cpu us':>8} {'spread':>7}"
+    lines = [
+        "pstn-bridge media benchmark (gateway leg: SDES-SRTP G.711)",
+        f"command: {shlex.join(sys.orig_argv)}",
+        f"machine: {info['cpu']}, nproc {info['nproc']}, {info['python']}, {info['platform']}",
+        f"libraries: pylibsrtp {info['pylibsrtp']}, numpy {info['numpy']}",
+        f"method: 127.0.0.1 UDP, {args.suite}, PCMU 20 ms (12 + 160 B RTP); warm-up, then "
+        f"median of {args.repeat} repetitions of ~{args.seconds:g} s; gc on",
+        "",
+        "(a) bare loops, per packet" + head[28:],
+        _row("pylibsrtp protect + sendto", results["bare"]["send"]),
+        _row("recvfrom + pylibsrtp unprotect", results["bare"]["receive"]),
+        "(b) pipeline stages, per 20 ms frame" + head[38:],
+    ]
+    lines += [_row(STAGE_LABELS[k], v) for k, v in results["stages"].items()]
+    lines += [
+        "(c) gateway leg (MediaSession), per packet" + head[44:],
+        _row("send: frame -> handle_timer -> protect -> sendto", results["leg"]["send"]),
+        _row("receive: recvfrom -> receive_datagram -> playout", results["leg"]["receive"]),
+    ]
+    pair: Sample = results["pair"]
+    lines += [
+        "(d) one core, one SDES-SRTP G.711 stream pair (two sessions, both directions)",
+        f"  {pair.per_second:,.0f} packets/s (each sent by one session, received by the other)"
+        f" = {pair.wall_us:.2f} us wall, {pair.cpu_us:.2f} us CPU per packet",
+        f"  = {pair.per_second / 50:,.0f} legs per core at 50 packets/s each way;"
+        f" {pair.cpu_us * 50 / 1000:.2f} ms CPU per leg-second",
+        f"(e) ratios vs the bare loops (target <= {TARGET}x)",
+    ]
+    for name, label in (
+        ("send", "send path / (protect + sendto)"),
+        ("receive", "receive path / (recvfrom + unprotect)"),
+        ("leg", "leg (send + receive) / bare (send + receive)"),
+    ):
+        ratio = results["ratios"][name]
+        verdict = "PASS" if ratio["wall"] <= TARGET else "MISS"
+        lines.append(
+            f"  {label:<52} {ratio['wall']:7.2f}x {ratio['cpu']:7.2f}x  {verdict}"
+            f" (wall; cpu second)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.media_bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per repetition (0.5)")
+    parser.add_argument("--repeat", type=int, default=5, help="repetitions, median kept (5)")
+    parser.add_argument("--suite", default="AES_CM_128_HMAC_SHA1_80", choices=list(SRTP_PROFILES))
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    info = machine_info()
+    results = run_all(args)
+    results["ratios"] = ratios(results)
+    if args.json:
+        print(json.dumps(_jsonable(results, args, info), indent=2))
+    else:
+        print(report(results, args, info))
+    return 0
+
+
+def _jsonable(results: dict[str, Any], args: argparse.Namespace, info: dict[str, str]) -> Any:
+    def conv(value: Any) -> Any:
+        if isinstance(value, Sample):
+            return value.as_dict()
+        if isinstance(value, dict):
+            return {k: conv(v) for k, v in value.items()}
+        return value
+
+    return {
+        "command": shlex.join(sys.orig_argv),
+        "machine": info,
+        "suite": args.suite,
+        "seconds": args.seconds,
+        "repeat": args.repeat,
+        "target": TARGET,
+        **conv(results),
+        "pair_packets_per_second": results["pair"].per_second,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
