@@ -6,7 +6,8 @@ G.191 software tool library's reference algorithm (one's complement for negative
 samples, truncation to 14 bits for mu-law and 13 bits for A-law):
 
 * encode: a 65536-entry ``uint8`` table indexed by the ``uint16`` view of the samples,
-  so a frame is one fancy-indexing operation (about a microsecond for 160 samples);
+  so a frame is one ``take`` (well under a microsecond for 160 samples; ``take`` skips
+  the generic machinery of fancy indexing, which costs about as much again);
 * decode: a 256-entry ``int16`` table indexed by the code bytes.
 
 This module owns the codec arithmetic only: no packetization, no resampling, no I/O.
@@ -86,6 +87,10 @@ def _build_alaw_decoder() -> Pcm:
     return table
 
 
+_INT16: Final = np.dtype(np.int16)
+_UINT16: Final = np.dtype(np.uint16)
+_UINT8: Final = np.dtype(np.uint8)
+
 _ULAW_ENCODE: Final = _build_ulaw_encoder()
 _ALAW_ENCODE: Final = _build_alaw_encoder()
 _ULAW_DECODE: Final = _build_ulaw_decoder()
@@ -96,9 +101,11 @@ for _table in (_ULAW_ENCODE, _ALAW_ENCODE, _ULAW_DECODE, _ALAW_DECODE):
 
 def _table_index(pcm: npt.ArrayLike) -> npt.NDArray[np.uint16]:
     samples = np.asarray(pcm)
-    if samples.dtype != np.int16:
+    if samples.dtype is not _INT16 and samples.dtype != _INT16:
         raise LocalMediaError(f"G.711 encodes native int16 samples, not {samples.dtype}")
-    return samples.reshape(-1).view(np.uint16)
+    if samples.ndim != 1:
+        samples = samples.reshape(-1)
+    return samples.view(_UINT16)
 
 
 def ulaw_encode(pcm: npt.ArrayLike) -> bytes:
@@ -113,7 +120,7 @@ def ulaw_encode(pcm: npt.ArrayLike) -> bytes:
     Raises:
         LocalMediaError: the samples are not native ``int16``.
     """
-    return _ULAW_ENCODE[_table_index(pcm)].tobytes()
+    return _ULAW_ENCODE.take(_table_index(pcm)).tobytes()
 
 
 def alaw_encode(pcm: npt.ArrayLike) -> bytes:
@@ -128,17 +135,17 @@ def alaw_encode(pcm: npt.ArrayLike) -> bytes:
     Raises:
         LocalMediaError: the samples are not native ``int16``.
     """
-    return _ALAW_ENCODE[_table_index(pcm)].tobytes()
+    return _ALAW_ENCODE.take(_table_index(pcm)).tobytes()
 
 
 def ulaw_decode(data: bytes | bytearray | memoryview) -> Pcm:
     """Decode mu-law (PCMU) codes to a new, writable ``int16`` array."""
-    return _ULAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _ULAW_DECODE.take(np.frombuffer(data, _UINT8))
 
 
 def alaw_decode(data: bytes | bytearray | memoryview) -> Pcm:
     """Decode A-law (PCMA) codes to a new, writable ``int16`` array."""
-    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+    return _ALAW_DECODE.take(np.frombuffer(data, _UINT8))
 
 
 class G711Codec:
@@ -187,11 +194,11 @@ class G711Codec:
         Raises:
             LocalMediaError: the samples are not native ``int16``.
         """
-        return self._encode_table[_table_index(pcm)].tobytes()
+        return self._encode_table.take(_table_index(pcm)).tobytes()
 
     def decode(self, data: bytes | bytearray | memoryview) -> Pcm:
         """Decode code bytes to a new, writable ``int16`` array."""
-        return self._decode_table[np.frombuffer(data, dtype=np.uint8)]
+        return self._decode_table.take(np.frombuffer(data, _UINT8))
 
     def silence(self, samples: int) -> bytes:
         """A payload of ``samples`` codes of linear zero (comfort silence)."""
