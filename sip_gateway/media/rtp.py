@@ -265,11 +265,16 @@ class RtpPacketizer:
 
     def packet_bytes(self, payload: bytes, samples: int, marker: bool = False) -> bytes:
         """Like :meth:`packet` but serialized directly (the per-frame hot path)."""
+        sequence, timestamp = self._sequence, self._timestamp
         second = self.payload_type | 0x80 if marker else self.payload_type
-        header = _HEADER.pack(0x80, second, self._sequence, self._timestamp, self.ssrc)
-        self._sent(len(payload), self._timestamp)
-        self._timestamp = (self._timestamp + samples) & 0xFFFFFFFF
-        return header + payload
+        packet = _HEADER.pack(0x80, second, sequence, timestamp, self.ssrc) + payload
+        # _sent inlined: this runs once per packet sent
+        self._sequence = (sequence + 1) & 0xFFFF
+        self.packet_count = (self.packet_count + 1) & 0xFFFFFFFF
+        self.octet_count = (self.octet_count + len(payload)) & 0xFFFFFFFF
+        self.last_timestamp = timestamp
+        self._timestamp = (timestamp + samples) & 0xFFFFFFFF
+        return packet
 
     def event_packet(
         self, payload: bytes, *, payload_type: int, timestamp: int, marker: bool = False

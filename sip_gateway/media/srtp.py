@@ -122,7 +122,16 @@ class SrtpSession:
         LocalMediaError: the suite is not supported or a key has the wrong length.
     """
 
-    __slots__ = ("_inbound", "_key_id", "_outbound", "counters", "last_drop_reason", "suite")
+    __slots__ = (
+        "_inbound",
+        "_key_id",
+        "_outbound",
+        "_protect_rtp",
+        "_unprotect_rtp",
+        "counters",
+        "last_drop_reason",
+        "suite",
+    )
 
     def __init__(self, crypto: SdesCrypto) -> None:
         profile = SRTP_PROFILES.get(crypto.suite)
@@ -134,6 +143,8 @@ class SrtpSession:
         self.suite = crypto.suite
         self._outbound = _session(crypto.local_key, profile, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         self._inbound = _session(crypto.remote_key, profile, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self._protect_rtp = self._outbound.protect  # bound once: RTP is the per-packet path
+        self._unprotect_rtp = self._inbound.unprotect
         self._key_id = _key_id(crypto)
         self.counters = SrtpCounters()
         self.last_drop_reason: str | None = None
@@ -154,7 +165,15 @@ class SrtpSession:
             LocalMediaError: the packet is too short or too long, or libsrtp refused it
                 (e.g. a sequence number sent twice).
         """
-        return self._protect(rtp, self._outbound.protect, _RTP_HEADER)
+        # _protect inlined: this runs once per packet sent
+        if not _RTP_HEADER <= len(rtp) <= _MAX_DATAGRAM:
+            raise LocalMediaError(f"cannot protect a {len(rtp)}-byte packet", reason="protect")
+        try:
+            protected = self._protect_rtp(rtp if isinstance(rtp, bytes) else bytes(rtp))
+        except pylibsrtp.Error as exc:
+            raise LocalMediaError(f"SRTP protect failed: {exc}", reason="protect") from None
+        self.counters.protected += 1
+        return protected
 
     def protect_rtcp(self, rtcp: bytes) -> bytes:
         """Encrypt and authenticate one (compound) RTCP packet.
@@ -166,7 +185,7 @@ class SrtpSession:
 
     def unprotect(self, srtp: bytes | bytearray | memoryview) -> bytes | None:
         """Authenticate and decrypt one SRTP packet; None (counted) when it is dropped."""
-        return self._unprotect(srtp, self._inbound.unprotect, _RTP_HEADER)
+        return self._unprotect(srtp, self._unprotect_rtp, _RTP_HEADER)
 
     def unprotect_rtcp(self, srtcp: bytes | bytearray | memoryview) -> bytes | None:
         """Authenticate and decrypt one SRTCP packet; None (counted) when it is dropped."""
@@ -176,7 +195,7 @@ class SrtpSession:
         if not header <= len(packet) <= _MAX_DATAGRAM:
             raise LocalMediaError(f"cannot protect a {len(packet)}-byte packet", reason="protect")
         try:
-            protected = func(bytes(packet))
+            protected = func(packet if isinstance(packet, bytes) else bytes(packet))
         except pylibsrtp.Error as exc:
             raise LocalMediaError(f"SRTP protect failed: {exc}", reason="protect") from None
         self.counters.protected += 1
@@ -192,7 +211,7 @@ class SrtpSession:
             self._drop("malformed")
             return None
         try:
-            plain = func(bytes(data))
+            plain = func(data if isinstance(data, bytes) else bytes(data))
         except pylibsrtp.Error as exc:
             self._drop(_classify(str(exc)))
             return None
