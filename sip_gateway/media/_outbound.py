@@ -39,6 +39,7 @@ DTMF_GAP_TICKS: Final = 3
 MAX_QUEUED_DIGITS: Final = 64
 
 Pcm = npt.NDArray[np.int16]
+_INT16: Final = np.dtype(np.int16)
 
 
 class OutboundStream:
@@ -86,7 +87,11 @@ class OutboundStream:
         Raises:
             LocalMediaError: not a one-dimensional ``int16`` array.
         """
-        if not isinstance(pcm, np.ndarray) or pcm.dtype != np.int16 or pcm.ndim != 1:
+        if (
+            not isinstance(pcm, np.ndarray)
+            or (pcm.dtype is not _INT16 and pcm.dtype != _INT16)  # identity: the fast check
+            or pcm.ndim != 1
+        ):
             raise LocalMediaError("audio must be a one-dimensional int16 numpy array")
         if not len(pcm):
             return
@@ -114,26 +119,40 @@ class OutboundStream:
 
     def tick(self) -> bytes | None:
         """The RTP packet (unprotected) for this tick, or None for a gap."""
-        frame = self._take_frame()
+        chunks, samples = self._chunks, self.samples
+        if chunks and len(chunks[0]) == samples:  # _take_frame's common case, inlined
+            self._queued -= samples
+            frame: Pcm | None = chunks.popleft()
+        else:
+            frame = self._take_frame()
+        if self._event or self._digits:
+            packet = self._digit_packet()
+            if packet is not None:
+                return packet
+        if self._gap:
+            self._gap -= 1
+        if frame is not None:
+            payload = self.codec.encode_frame(frame)
+        elif self.comfort_noise:
+            payload = self.codec.silence(samples)
+            self.silence_sent += 1
+        else:
+            self.packetizer.advance(samples)
+            self._marker = True
+            return None
+        marker, self._marker = self._marker, False
+        return self.packetizer.packet_bytes(payload, samples, marker)
+
+    def _digit_packet(self) -> bytes | None:
+        """The next packet of the digit being sent, or of the next digit once the gap is over."""
         if self._event:
             return self._event_packet()
-        if self._digits and self._gap == 0 and self.dtmf is not None:
+        if self._gap == 0 and self.dtmf is not None:
             digit, duration_ms = self._digits.popleft()
             self._event.extend(self.dtmf.packets(digit, self.packetizer, duration_ms=duration_ms))
             self.dtmf_sent += 1
             return self._event_packet()
-        self._gap = max(0, self._gap - 1)
-        if frame is None and not self.comfort_noise:
-            self.packetizer.advance(self.samples)
-            self._marker = True
-            return None
-        if frame is None:
-            payload = self.codec.silence(self.samples)
-            self.silence_sent += 1
-        else:
-            payload = self.codec.encode(frame)
-        marker, self._marker = self._marker, False
-        return self.packetizer.packet_bytes(payload, self.samples, marker)
+        return None
 
     def skip(self) -> None:
         """A tick on which nothing may be sent (direction recvonly/inactive)."""

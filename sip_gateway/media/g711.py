@@ -196,6 +196,13 @@ class G711Codec:
         """
         return self._encode_table.take(_table_index(pcm)).tobytes()
 
+    def encode_frame(self, pcm: Pcm) -> bytes:
+        """Like :meth:`encode` for a one-dimensional native ``int16`` array, unchecked.
+
+        The per-packet path: the caller has validated the array (``OutboundStream.push``).
+        """
+        return self._encode_table.take(pcm.view(_UINT16)).tobytes()
+
     def decode(self, data: bytes | bytearray | memoryview) -> Pcm:
         """Decode code bytes to a new, writable ``int16`` array."""
         return self._decode_table.take(np.frombuffer(data, _UINT8))

@@ -125,7 +125,7 @@ class MediaSession:
     ) -> None:
         self._rng = rng
         self._srtp = SrtpSession(_sdes(config))
-        self._config = config
+        self._use_config(config)
         codec = _send_codec(config)
         packetizer = RtpPacketizer(
             local_ssrc, codec.payload_type, CLOCK_RATE, rng.getrandbits(16), rng.getrandbits(32)
@@ -151,10 +151,9 @@ class MediaSession:
         self._last_frame: Pcm | None = None
         self._concealed_run = 0
         self._playing = False
-        self._counts = dict.fromkeys(
-            ("received", "octets", "datagrams", "rtcp_sent", "rtcp_received", "dtmf", "concealed"),
-            0,
-        )
+        # counters as plain attributes: three of them move on every packet
+        self._received = self._octets = self._datagrams_received = 0
+        self._rtcp_sent = self._rtcp_received = self._dtmf_received = self._concealed = 0
         self._rtt: float | None = None
         self._epoch: float | None = None
         self._ticks = 0
@@ -209,7 +208,8 @@ class MediaSession:
         """When :meth:`handle_timer` must run next (None: not started, or closed)."""
         if self._epoch is None or self._closed:
             return None
-        return min(self._tick_time(self._ticks), self._next_rtcp)
+        tick = self._epoch + self._ticks * self._ptime
+        return tick if tick < self._next_rtcp else self._next_rtcp
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
@@ -222,15 +222,19 @@ class MediaSession:
         if self._epoch is None or self._closed:
             return
         behind = self._behind(now)
-        for _ in range(behind - MAX_CATCH_UP):  # very late: move time on, no burst
-            self._out.skip()
-            self._ticks += 1
-        for _ in range(min(behind, MAX_CATCH_UP)):
+        if behind == 1:  # the common case: on time
             self._tick(now)
+        else:
+            for _ in range(behind - MAX_CATCH_UP):  # very late: move time on, no burst
+                self._out.skip()
+                self._ticks += 1
+            for _ in range(min(behind, MAX_CATCH_UP)):
+                self._tick(now)
         if now >= self._next_rtcp:
             self._send_rtcp(now)
             self._schedule_rtcp(now, initial=False)
-        self._flush_drops(now)
+        if self._drop_pending:
+            self._flush_drops(now)
 
     def send_audio(self, pcm: Pcm, now: float) -> None:
         """Queue local audio (8 kHz mono ``int16``); one frame goes out per tick.
@@ -252,7 +256,7 @@ class MediaSession:
         """Handle one datagram from the network (RTP or RTCP, protected). Never raises."""
         if self._closed:
             return
-        self._counts["datagrams"] += 1
+        self._datagrams_received += 1
         if is_rtcp(data):
             self._receive_rtcp(data, source, now)
         else:
@@ -291,7 +295,7 @@ class MediaSession:
         self._out.codec = codec
         self._out.packetizer.payload_type = codec.payload_type
         self._out.samples = _samples(config)
-        self._config = config
+        self._use_config(config)
         self._apply_codecs(config)
         if ptime_changed:
             self._jitter = self._new_jitter()
@@ -306,22 +310,22 @@ class MediaSession:
 
     def stats(self) -> MediaStats:
         """A snapshot of the counters."""
-        reception, counts, out = self._reception, self._counts, self._out
+        reception, out = self._reception, self._out
         return MediaStats(
             packets_sent=out.packetizer.packet_count,
             octets_sent=out.packetizer.octet_count,
             silence_sent=out.silence_sent,
             dtmf_sent=out.dtmf_sent,
-            rtcp_sent=counts["rtcp_sent"],
-            datagrams_received=counts["datagrams"],
-            packets_received=counts["received"],
-            octets_received=counts["octets"],
-            rtcp_received=counts["rtcp_received"],
-            dtmf_received=counts["dtmf"],
+            rtcp_sent=self._rtcp_sent,
+            datagrams_received=self._datagrams_received,
+            packets_received=self._received,
+            octets_received=self._octets,
+            rtcp_received=self._rtcp_received,
+            dtmf_received=self._dtmf_received,
             dropped=dict(self._dropped),
             lost=max(0, reception.cumulative_lost) if reception else 0,
             jitter_ms=reception.jitter_seconds * 1000 if reception else 0.0,
-            concealed=counts["concealed"],
+            concealed=self._concealed,
             late=self._jitter.late,
             playout_delay_ms=self._jitter.delay * 1000,
             audio_overflow=out.overflow,
@@ -332,6 +336,13 @@ class MediaSession:
         )
 
     # -- configuration ---------------------------------------------------------------
+
+    def _use_config(self, config: MediaConfig) -> None:
+        """Put ``config`` in force, with the values the per-packet path reads."""
+        self._config = config
+        self._ptime = config.ptime / 1000
+        self._sends = config.direction.sends
+        self._receives = config.direction.receives
 
     def _apply_codecs(self, config: MediaConfig) -> None:
         self._decoders: dict[int, G711Codec] = {}
@@ -357,10 +368,6 @@ class MediaSession:
     def _new_jitter(self) -> JitterBuffer:
         return JitterBuffer(CLOCK_RATE, self._config.ptime)
 
-    @property
-    def _ptime(self) -> float:
-        return self._config.ptime / 1000
-
     def _tick_time(self, index: int) -> float:
         assert self._epoch is not None
         return self._epoch + index * self._ptime
@@ -376,18 +383,17 @@ class MediaSession:
 
     def _tick(self, now: float) -> None:
         self._ticks += 1
-        if self._config.direction.sends:
+        if self._sends:
             packet = self._out.tick()
             if packet is not None:
                 self._datagrams.append((self._srtp.protect(packet), self._remote))
                 self._sent_since_report = True
         else:
             self._out.skip()
-        self._play_out(now)
+        if self._playing and self._receives:
+            self._play_out(now)
 
     def _play_out(self, now: float) -> None:
-        if not self._playing or not self._config.direction.receives:
-            return
         item = self._jitter.pop(now)
         if item is None or isinstance(item, Concealment):  # lost, late, or paused
             self._conceal()
@@ -408,7 +414,7 @@ class MediaSession:
         else:
             pcm = np.zeros(_samples(self._config), dtype=np.int16)
         self._concealed_run += 1
-        self._counts["concealed"] += 1
+        self._concealed += 1
         self._events.append(AudioReceived(pcm=pcm, concealed=True))
 
     # -- receiving -------------------------------------------------------------------
@@ -433,13 +439,13 @@ class MediaSession:
         if not is_event and packet.payload_type not in self._decoders:
             self._drop("unknown_payload_type", now)
             return
-        self._counts["received"] += 1
-        self._counts["octets"] += len(packet.payload)
-        if not self._config.direction.receives:
+        self._received += 1
+        self._octets += len(packet.payload)
+        if not self._receives:
             return
         if self._dtmf_rx is not None:
             for digit in self._dtmf_rx.feed(packet):
-                self._counts["dtmf"] += 1
+                self._dtmf_received += 1
                 self._events.append(DtmfReceived(digit=digit.digit, duration_ms=digit.duration_ms))
         self._jitter.put(packet, now, audio=not is_event)  # events fill their sequence numbers
         self._playing = True
@@ -474,7 +480,7 @@ class MediaSession:
             return
         if not self._config.rtcp_mux and not self._rtcp_latched:
             self._remote_rtcp, self._rtcp_latched = source, True
-        self._counts["rtcp_received"] += 1
+        self._rtcp_received += 1
         self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16  # A.7
         rtt = self._read_reports(packets, now)
         self._rtt = rtt if rtt is not None else self._rtt
@@ -501,12 +507,12 @@ class MediaSession:
             self._report_drop(reason, now)
 
     def _flush_drops(self, now: float) -> None:
-        for reason, pending in self._drop_pending.items():
-            if pending and now - self._drop_reported[reason] >= DROP_EVENT_INTERVAL:
+        for reason in list(self._drop_pending):
+            if now - self._drop_reported[reason] >= DROP_EVENT_INTERVAL:
                 self._report_drop(reason, now)
 
     def _report_drop(self, reason: str, now: float) -> None:
-        pending, self._drop_pending[reason] = self._drop_pending[reason], 0
+        pending = self._drop_pending.pop(reason)  # the dict holds unreported drops only
         self._drop_reported[reason] = now
         self._events.append(
             PacketDropped(reason=reason, count=pending, total=self._dropped[reason])
@@ -518,12 +524,12 @@ class MediaSession:
         frame_octets = len(self._out.codec.silence(_samples(self._config))) + 12 + 16
         session_bandwidth = (frame_octets + UDP_IP_OVERHEAD) / self._ptime * 2
         heard = self._reception is not None
-        senders = int(self._config.direction.sends) + int(heard)
+        senders = int(self._sends) + int(heard)
         interval = rtcp_interval(
             members=1 + int(heard),
             senders=senders,
             rtcp_bandwidth=session_bandwidth * RTCP_SHARE,
-            we_sent=self._config.direction.sends,
+            we_sent=self._sends,
             average_size=self._rtcp_size,
             initial=initial,
             random_factor=self._rng.random(),
@@ -553,7 +559,7 @@ class MediaSession:
         data = self._srtp.protect_rtcp(build_rtcp(packets))
         self._datagrams.append((data, self._remote_rtcp))
         self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16
-        self._counts["rtcp_sent"] += 1
+        self._rtcp_sent += 1
         self._sent_since_report = False
 
 
