@@ -18,14 +18,13 @@ import wave
 
 import pytest
 
-from sip_gateway.aio import RtpMediaPort, SipTlsConnector
+from sip_gateway.aio import SipTlsConnector
 from sip_gateway.carrier_sim import (
     CarrierSimConfig,
     CarrierSimulator,
     WavFormatError,
     run_carrier_sim,
 )
-from sip_gateway.media.events import DtmfReceived
 from sip_gateway.sip.headers import Headers
 from sip_gateway.sip.message import SipRequest
 from sip_gateway.sip.uri import parse_uri
@@ -37,7 +36,7 @@ from sip_gateway.trunk import (
     EndReason,
     TrunkGateway,
 )
-from tests.interop.media_proof import Heard, Tone, assert_no_keys, assert_tone, read_wav
+from tests.interop.media_proof import OurMedia, assert_no_keys, assert_tone, read_wav
 from tests.interop.peers import free_port, is_listening, write_tone_wav
 from tests.trunk.helpers import CALLER, GATEWAY, Events, eventually, trunk_config
 
@@ -67,31 +66,6 @@ async def bridge(pki, sim_port: int, *, route=None):
             await gw.aclose()
 
 
-class OurMedia:
-    """Our end of a call: an RtpMediaPort sending 1 kHz and keeping what it hears."""
-
-    def __init__(self) -> None:
-        self.tone, self.heard, self.events = Tone(1000.0), Heard(), []
-        self.port: RtpMediaPort | None = None
-
-    async def open(self) -> RtpMediaPort:
-        self.port = await RtpMediaPort.open(
-            "127.0.0.1",
-            audio_source=self.tone,
-            audio_sink=self.heard,
-            on_event=self.events.append,
-        )
-        return self.port
-
-    def digits(self) -> list[str]:
-        return [e.digit for e in self.events if isinstance(e, DtmfReceived)]
-
-
-def send_digits(port: RtpMediaPort, digits: list[str]) -> None:
-    for digit in digits:
-        port.send_dtmf(digit)
-
-
 async def test_bridge_calls_sim_in_echo_mode_dtmf_both_ways(pki, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     ours = OurMedia()
@@ -106,7 +80,7 @@ async def test_bridge_calls_sim_in_echo_mode_dtmf_both_ways(pki, tmp_path, caplo
         config = await call.wait_answered()
         await asyncio.sleep(1.3)
         echoed = ours.heard.samples()
-        send_digits(port, DIGITS)
+        ours.send_digits(DIGITS)
         (sim_call,) = sim.calls
         await eventually(lambda: len(sim_call.digits) == 4 and len(ours.digits()) == 4)
         await asyncio.sleep(0.3)  # no digit is reported twice
@@ -159,7 +133,7 @@ async def test_sim_calls_bridge_listener(pki, tmp_path, caplog):
         sim_call = await sim.call(GATEWAY, "127.0.0.1", gw._server.port, caller=CALLER)
         await asyncio.sleep(1.1)
         heard = ours.heard.samples()
-        send_digits(ours.port, DIGITS)
+        ours.send_digits(DIGITS)
         await eventually(lambda: len(sim_call.digits) == 4 and len(ours.digits()) == 4)
         await asyncio.sleep(0.3)
         configs = (inbound[0].media_config, sim_call.media.config)

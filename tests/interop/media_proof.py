@@ -1,7 +1,8 @@
 """Evidence helpers for the gateway-leg proofs: audio checks, a loopback capture, key material.
 
 * Audio (PEERS.md section 11): :class:`Tone` is an audio source that keeps what it produced,
-  :class:`Heard` a sink; :func:`dominant_hz` and :func:`rms` judge a slice of samples.
+  :class:`Heard` a sink, :class:`OurMedia` an RtpMediaPort with both; :func:`assert_tone`
+  (:func:`dominant_hz`, :func:`rms`) judges a slice of samples.
 * :class:`LoopbackCapture` reads every IPv4 UDP datagram on ``lo`` with a raw ``AF_PACKET``
   socket (root; no tshark needed) in a thread, so a test can prove that what went over the
   wire between two media ports was SRTP: RTP header in the clear, payload ciphertext
@@ -21,11 +22,14 @@ import socket
 import struct
 import threading
 import wave
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sip_gateway.aio import RtpMediaPort
+from sip_gateway.media.events import DtmfReceived
 from sip_gateway.media.g711 import G711Codec
 from sip_gateway.sdp import MediaConfig, SdesCrypto
 
@@ -68,10 +72,9 @@ class Tone:
         self.frames.append(frame)
         return frame
 
-    def plaintext(self, codec: str) -> set[bytes]:
-        """The distinct G.711 payloads of the frames sent so far."""
-        encoder = G711Codec(codec)
-        return {encoder.encode(frame) for frame in self.frames}
+    def plaintext(self, codec: str) -> bytes:
+        """The G.711 encoding of everything produced so far."""
+        return G711Codec(codec).encode(np.concatenate(self.frames))
 
 
 class Heard:
@@ -85,6 +88,33 @@ class Heard:
 
     def samples(self) -> np.ndarray:
         return np.concatenate(self.frames) if self.frames else np.zeros(0, np.int16)
+
+
+class OurMedia:
+    """Our end of a call: an RtpMediaPort sending a tone and keeping what it hears."""
+
+    def __init__(self, hz: float = 1000.0, *, rtcp_mux: bool = True) -> None:
+        self.tone, self.heard, self.events = Tone(hz), Heard(), []
+        self.rtcp_mux = rtcp_mux
+        self.port: RtpMediaPort | None = None
+
+    async def open(self) -> RtpMediaPort:
+        self.port = await RtpMediaPort.open(
+            "127.0.0.1",
+            rtcp_mux=self.rtcp_mux,
+            audio_source=self.tone,
+            audio_sink=self.heard,
+            on_event=self.events.append,
+        )
+        return self.port
+
+    def digits(self) -> list[str]:
+        return [e.digit for e in self.events if isinstance(e, DtmfReceived)]
+
+    def send_digits(self, digits: Iterable[str]) -> None:
+        assert self.port is not None
+        for digit in digits:
+            self.port.send_dtmf(digit)
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -170,6 +200,11 @@ def entropy(data: bytes) -> float:
     return -sum(c / len(data) * math.log2(c / len(data)) for c in counts.values())
 
 
+def plaintext_windows(plaintext: Iterable[bytes], width: int = 16) -> set[bytes]:
+    """Every ``width``-byte window of the G.711 byte streams in ``plaintext``."""
+    return {data[i : i + width] for data in plaintext for i in range(len(data) - width + 1)}
+
+
 def rtp_streams(datagrams: list[Datagram]) -> dict[tuple[int, int], list[bytes]]:
     """RTP (not RTCP) datagrams grouped by (SSRC, payload type)."""
     streams: dict[tuple[int, int], list[bytes]] = collections.defaultdict(list)
@@ -188,12 +223,13 @@ def assert_srtp_on_wire(
     ssrc: int | None,
     suite: str,
     audio_pt: int,
-    plaintext: set[bytes] = frozenset(),  # type: ignore[assignment]
+    plaintext: Iterable[bytes] = (),
     min_packets: int = 25,
 ) -> dict[str, object]:
     """The captured stream is SRTP: RTP header in the clear (version 2, our SSRC, PT,
     increasing sequence numbers), audio payloads of 160 B + the suite's tag, high byte
-    entropy, and no window of the G.711 we encoded anywhere. Returns figures."""
+    entropy, and no 16-byte window of the ``plaintext`` G.711 streams in any datagram.
+    Returns figures."""
     streams = rtp_streams(datagrams)
     if ssrc is None:  # the peer's: the SSRC that sent the most audio
         ssrc = max((k for k in streams if k[1] == audio_pt), key=lambda k: len(streams[k]))[0]
@@ -207,10 +243,12 @@ def assert_srtp_on_wire(
     payloads = b"".join(p[12:] for p in audio)
     figure = entropy(payloads)
     assert figure > 7.5, f"payload entropy {figure:.2f} bit/B: not ciphertext"
-    windows = {frame[i : i + 16] for frame in plaintext for i in range(0, len(frame) - 15, 4)}
+    windows = plaintext_windows(plaintext)
     for d in datagrams:
-        for window in windows:
-            assert window not in d.payload, "plaintext G.711 found on the wire"
+        data = d.payload
+        assert not any(data[i : i + 16] in windows for i in range(len(data) - 15)), (
+            "plaintext G.711 found on the wire"
+        )
     return {"packets": len(audio), "payload": len(audio[0]) - 12, "entropy": round(figure, 2)}
 
 
