@@ -475,11 +475,14 @@ class CarrierSimulator:
             mode: ``echo``, ``tone`` or ``play`` (busy/no-answer make no sense here).
 
         Raises:
+            RuntimeError: the simulator is not started.
             ValueError: ``mode`` does not answer calls (busy, no-answer), or play without WAV.
             InvalidNumberError: ``number`` is not E.164 material (484).
             CallFailedError: the call was not answered (its ``failure`` says why).
             OSError: no media port could be bound.
         """
+        if self._gateway is None:
+            raise RuntimeError("start the carrier simulator before placing calls")
         chosen = SimMode(mode) if mode is not None else self.config.mode
         if not chosen.answers or (chosen is SimMode.PLAY and self._wav is None):
             raise ValueError(f"mode {chosen} cannot be used for a call the simulator places")

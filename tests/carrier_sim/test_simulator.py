@@ -275,3 +275,19 @@ async def test_run_carrier_sim_until_cancelled(pki):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))  # the listener is gone
+
+
+async def test_call_needs_a_started_simulator_and_a_media_mode(pki):
+    config = CarrierSimConfig(listen_port=0, ssl_context=pki.server_context())
+    sim = CarrierSimulator(config)
+    with pytest.raises(RuntimeError, match="start"):
+        await sim.call(GATEWAY, "127.0.0.1", 5061)
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = sim.port
+    async with sim:
+        assert f"port {sim.port}" in repr(sim)
+        with pytest.raises(ValueError, match="busy"):
+            await sim.call(GATEWAY, "127.0.0.1", 5061, mode="busy")
+        with pytest.raises(ValueError, match="play"):
+            await sim.call(GATEWAY, "127.0.0.1", 5061, mode="play")
+        assert sim.calls == ()
