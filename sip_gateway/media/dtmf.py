@@ -241,6 +241,11 @@ class DtmfReceiver:
         self._newest: int | None = None  # timestamp of the newest event segment seen
         self._finished: deque[tuple[int, int]] = deque(maxlen=16)
 
+    @property
+    def active(self) -> bool:
+        """Whether an event is in progress (only then can an audio packet complete one)."""
+        return self._current is not None
+
     def feed(self, packet: RtpPacket) -> tuple[DtmfDigit, ...]:
         """Account one packet of the stream.
 
@@ -248,13 +253,17 @@ class DtmfReceiver:
             The digits this packet completed: usually none, at most two (an event
             whose end packets were lost, then a new event seen only by its end).
         """
-        if packet.payload_type != self.payload_type:
-            return self._audio(packet.timestamp)
-        payload = unpack_event(packet.payload)
+        return self.feed_payload(packet.payload_type, packet.timestamp, packet.payload)
+
+    def feed_payload(self, payload_type: int, timestamp: int, data: bytes) -> tuple[DtmfDigit, ...]:
+        """Like :meth:`feed`, from the packet's payload type, timestamp and payload."""
+        if payload_type != self.payload_type:
+            return self._audio(timestamp)
+        payload = unpack_event(data)
         if payload is None:
             self.malformed += 1
             return ()
-        timestamp, current = packet.timestamp, self._current
+        current = self._current
         if (
             (timestamp, payload.event) in self._finished
             or payload.event >= len(DTMF_DIGITS)

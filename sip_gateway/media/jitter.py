@@ -103,41 +103,48 @@ class JitterStats:
 
 
 class _Window:
-    """Sliding minimum and maximum of the last ``size`` values (monotonic deques)."""
+    """Sliding minimum and maximum of the last ``size`` values (monotonic deques).
 
-    __slots__ = ("_count", "_high", "_low", "size")
+    ``lows[0][1]`` is the minimum and ``highs[0][1]`` the maximum (read directly on the
+    per-packet path); both deques are empty until the first :meth:`add`.
+    """
+
+    __slots__ = ("_count", "highs", "lows", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self._count = 0
-        self._low: deque[tuple[int, float]] = deque()
-        self._high: deque[tuple[int, float]] = deque()
+        self.lows: deque[tuple[int, float]] = deque()
+        self.highs: deque[tuple[int, float]] = deque()
 
     def add(self, value: float) -> None:
-        index, self._count = self._count, self._count + 1
-        while self._low and self._low[-1][1] >= value:
-            self._low.pop()
-        while self._high and self._high[-1][1] <= value:
-            self._high.pop()
-        self._low.append((index, value))
-        self._high.append((index, value))
+        index = self._count
+        self._count = index + 1
+        lows, highs = self.lows, self.highs
+        while lows and lows[-1][1] >= value:
+            lows.pop()
+        while highs and highs[-1][1] <= value:
+            highs.pop()
+        entry = (index, value)
+        lows.append(entry)
+        highs.append(entry)
         oldest = index - self.size
-        if self._low[0][0] <= oldest:
-            self._low.popleft()
-        if self._high[0][0] <= oldest:
-            self._high.popleft()
+        if lows[0][0] <= oldest:
+            lows.popleft()
+        if highs[0][0] <= oldest:
+            highs.popleft()
 
     @property
     def empty(self) -> bool:
-        return not self._low
+        return not self.lows
 
     @property
     def low(self) -> float:
-        return self._low[0][1]
+        return self.lows[0][1]
 
     @property
     def high(self) -> float:
-        return self._high[0][1]
+        return self.highs[0][1]
 
 
 class JitterBuffer:
@@ -225,8 +232,8 @@ class JitterBuffer:
 
     def reset(self) -> None:
         """Forget the stream (a new SSRC): drop held packets, keep the counters."""
-        # extended sequence -> (packet, extended timestamp); None: a non-audio packet
-        self._packets: dict[int, tuple[RtpPacket | None, int]] = {}
+        # extended sequence -> (frame, extended timestamp); frame None: a non-audio packet
+        self._packets: dict[int, tuple[object, int]] = {}
         self._fresh = True  # no packet seen since the last reset
         self._highest_seq = 0  # extended, of the newest packet stored
         self._ts_reference = 0  # extended, the newest timestamp stored
@@ -248,8 +255,10 @@ class JitterBuffer:
     @property
     def target_delay(self) -> float:
         """The delay the buffer aims for, in seconds."""
-        spread = 0.0 if self._window.empty else self._window.high - self._window.low
-        return min(max(spread, self.min_delay_ms / 1000), self.max_delay_ms / 1000)
+        window = self._window
+        spread = window.highs[0][1] - window.lows[0][1] if window.lows else 0.0
+        low, high = self.min_delay_ms / 1000, self.max_delay_ms / 1000
+        return low if spread < low else high if spread > high else spread
 
     @property
     def delay(self) -> float:
@@ -279,6 +288,9 @@ class JitterBuffer:
     def put(self, packet: RtpPacket, arrival: float, *, audio: bool = True) -> None:
         """Add a received packet (already authenticated, of this buffer's SSRC).
 
+        Use either this and :meth:`pop`, or the field-wise :meth:`put_frame`,
+        :meth:`put_non_audio` and :meth:`pop_frame`, not both on one buffer.
+
         Args:
             packet: the packet.
             arrival: when it arrived, in seconds on the clock ``pop`` uses.
@@ -286,51 +298,68 @@ class JitterBuffer:
                 RFC 4733 event): it only fills its sequence number, so it is neither
                 played nor counted as lost, and its timing does not move the delay.
         """
-        if not audio:
-            self._put_other(packet)
-            return
+        if audio:
+            self.put_frame(packet.sequence, packet.timestamp, packet, arrival)
+        else:
+            self.put_non_audio(packet.sequence, packet.timestamp)
+
+    def put_frame(self, sequence: int, timestamp: int, frame: object, arrival: float) -> None:
+        """Add an audio packet by its header fields (the per-packet path: no RtpPacket).
+
+        Args:
+            sequence: its RTP sequence number.
+            timestamp: its RTP timestamp.
+            frame: what :meth:`pop_frame` returns when the packet is due (not None).
+            arrival: when it arrived, in seconds on the clock ``pop_frame`` uses.
+        """
         if self._fresh:
             self._fresh = False
-            self._highest_seq, self._ts_reference = packet.sequence, packet.timestamp
-        seq, ts = self._extend(packet)
+            self._highest_seq, self._ts_reference = sequence, timestamp
+        highest, reference = self._highest_seq, self._ts_reference
+        seq = highest + ((sequence - highest + 0x8000) & 0xFFFF) - 0x8000  # unwrapped
+        ts = reference + ((timestamp - reference + 2**31) & 0xFFFFFFFF) - 2**31
         transit = arrival - ts / self.clock_rate
         if self._discontinuous(seq, transit):
-            if self._suspect != (packet.sequence - 1) & 0xFFFF:
-                self._suspect = packet.sequence
+            if self._suspect != (sequence - 1) & 0xFFFF:
+                self._suspect = sequence
                 self.late += 1
                 return
             self.resyncs += 1
             self.reset()
             self._fresh = False
-            self._highest_seq, self._ts_reference = packet.sequence, packet.timestamp
-            seq, ts = packet.sequence, packet.timestamp
+            self._highest_seq, self._ts_reference = sequence, timestamp
+            seq, ts = sequence, timestamp
         self._suspect = None
-        if seq in self._packets or self._was_played(seq):
+        if seq in self._packets or (
+            self._playing and seq < self._next_seq and self._was_played(seq)
+        ):
             self.duplicates += 1
             return
         self._window.add(transit)
         if self._playing and (seq < self._next_seq or ts < self._play_ts):
             self.late += 1
             return
-        self._store(seq, ts, packet)
+        self._store(seq, ts, frame)
 
-    def _put_other(self, packet: RtpPacket) -> None:
+    def put_non_audio(self, sequence: int, timestamp: int) -> None:
+        """Fill the sequence number of a packet that carries no audio (see :meth:`put`)."""
         if self._fresh or not self._playing:
             return  # playout starts at an audio packet; nothing to fill yet
-        seq, ts = self._extend(packet)
+        seq, ts = self._extend(sequence, timestamp)
         if self._next_seq <= seq <= self._highest_seq + MAX_DROPOUT and seq not in self._packets:
             self._store(seq, ts, None)
 
-    def _extend(self, packet: RtpPacket) -> tuple[int, int]:
+    def _extend(self, sequence: int, timestamp: int) -> tuple[int, int]:
         """Unwrap sequence number and timestamp relative to the newest seen."""
-        seq = self._highest_seq + ((packet.sequence - self._highest_seq + 0x8000) & 0xFFFF) - 0x8000
-        ts_offset = ((packet.timestamp - self._ts_reference + 2**31) & 0xFFFFFFFF) - 2**31
+        seq = self._highest_seq + ((sequence - self._highest_seq + 0x8000) & 0xFFFF) - 0x8000
+        ts_offset = ((timestamp - self._ts_reference + 2**31) & 0xFFFFFFFF) - 2**31
         return seq, self._ts_reference + ts_offset
 
     def _discontinuous(self, seq: int, transit: float) -> bool:
         if not -MAX_MISORDER <= seq - self._highest_seq <= MAX_DROPOUT:
             return True
-        return not self._window.empty and abs(transit - self._window.low) > self.resync_after
+        lows = self._window.lows
+        return bool(lows) and abs(transit - lows[0][1]) > self.resync_after
 
     def _was_played(self, seq: int) -> bool:
         if not self._playing or seq >= self._next_seq:
@@ -338,15 +367,17 @@ class JitterBuffer:
         age = self._next_seq - 1 - seq
         return age < _HISTORY_BITS and bool(self._history >> age & 1)
 
-    def _store(self, seq: int, ts: int, packet: RtpPacket | None) -> None:
-        if len(self._packets) >= self.max_packets:
-            oldest = min(self._packets)
+    def _store(self, seq: int, ts: int, frame: object) -> None:
+        packets = self._packets
+        if len(packets) >= self.max_packets:
+            oldest = min(packets)
             self.overflow += 1
             if seq < oldest:
                 return
-            del self._packets[oldest]
-        self._packets[seq] = (packet, ts)
-        self.received += packet is not None
+            del packets[oldest]
+        packets[seq] = (frame, ts)
+        if frame is not None:
+            self.received += 1
         self._highest_seq = max(self._highest_seq, seq)
         self._ts_reference = max(self._ts_reference, ts)
 
@@ -360,23 +391,39 @@ class JitterBuffer:
             but is missing (or held to grow the delay); None when nothing is due
             (before playout starts, silence suppression, or the stream paused).
         """
+        frame = self.pop_frame(now)
+        assert frame is None or isinstance(frame, RtpPacket | Concealment)  # put stored it
+        return frame
+
+    def pop_frame(self, now: float) -> object:
+        """Like :meth:`pop` for a buffer fed with :meth:`put_frame`.
+
+        Returns:
+            The ``frame`` given to :meth:`put_frame` for the packet due now; a
+            :class:`Concealment`; or None (as for :meth:`pop`).
+        """
         if not self._playing and not self._start(now):
             return None
-        self._delay = now - self._due(self._play_ts)
-        target = self.target_delay
-        if self._delay < target:
+        window = self._window
+        low = window.lows[0][1]  # not empty: playout started at an audio packet
+        self._delay = delay = now - (self._play_ts / self.clock_rate + low)  # _due inlined
+        spread = window.highs[0][1] - low
+        floor, ceiling = self.min_delay_ms / 1000, self.max_delay_ms / 1000
+        target = floor if spread < floor else ceiling if spread > ceiling else spread
+        if delay < target:
             self.stretched += 1
             if self._head_due():
                 return Concealment(reason="stretch", sequence=None, timestamp=self._wire_ts())
             return None
-        shrink = self._delay >= target + 1.25 * self.ptime_ms / 1000
-        if shrink and isinstance(self._next_slot(), RtpPacket):
-            self.skipped += 1
+        if delay >= target + 1.25 * self.ptime_ms / 1000 and _is_frame(self._next_slot()):
+            self.skipped += 1  # shrink: that frame is dropped, the next one plays
         frame = self._next_slot()
-        if isinstance(frame, RtpPacket):
-            self.played += 1
-        elif frame is not None:
+        if frame is None:
+            return None
+        if frame.__class__ is Concealment:
             self.concealed += 1
+        else:
+            self.played += 1
         return frame
 
     def _start(self, now: float) -> bool:
@@ -423,8 +470,18 @@ class JitterBuffer:
     def _wire_ts(self) -> int:
         return self._play_ts & 0xFFFFFFFF
 
-    def _next_slot(self) -> RtpPacket | Concealment | None:
-        """Consume the current tick's slot: the due packet, a lost frame, or nothing."""
+    def _next_slot(self) -> object:
+        """Consume the current tick's slot: the due frame, a lost frame, or nothing."""
+        next_seq, slot = self._next_seq, self._play_ts
+        entry = self._packets.get(next_seq)
+        if entry is not None and entry[0] is not None and entry[1] <= slot:
+            # the common case, the due audio packet at the head: what follows, inlined
+            del self._packets[next_seq]
+            self._play_ts = slot + self.clock_rate * self.ptime_ms // 1000
+            self._next_seq = next_seq + 1
+            self._history = (self._history << 1 | 1) & _HISTORY_MASK
+            self._last_ts, self._run = entry[1], 0
+            return entry[0]
         self._skip_other()
         head, slot = self._head(), self._play_ts
         packet, ts = (None, 0) if head is None else self._packets[head]
@@ -447,3 +504,8 @@ class JitterBuffer:
     def _advance(self, count: int, *, played: bool) -> None:
         self._next_seq += count
         self._history = (self._history << count | played) & _HISTORY_MASK
+
+
+def _is_frame(slot: object) -> bool:
+    """Whether a slot of the buffer is a frame to play (not a concealment, not nothing)."""
+    return slot is not None and slot.__class__ is not Concealment

@@ -93,13 +93,19 @@ class ReceptionStats:
             False when A.1 sets the packet aside (a jump beyond MAX_DROPOUT that is
             not yet confirmed by a second, sequential packet), True otherwise.
         """
-        if self._last_arrival is None:
+        last_arrival = self._last_arrival
+        if last_arrival is None:
             self._restart(sequence)
         elif not self._accept_sequence(sequence):
             self.bad_sequence += 1
             return False
+        else:  # A.8 interarrival jitter (once per packet, so not a call of its own)
+            elapsed = ((timestamp - self._last_timestamp + 2**31) & 0xFFFFFFFF) - 2**31
+            difference = (arrival - last_arrival) * self.clock_rate - elapsed
+            self._jitter += (abs(difference) - self._jitter) / 16
         self.received += 1
-        self._update_jitter(timestamp, arrival)
+        self._last_arrival = arrival
+        self._last_timestamp = timestamp
         return True
 
     def _restart(self, sequence: int) -> None:
@@ -120,14 +126,6 @@ class ReceptionStats:
                 return False
             self._restart(sequence)  # two sequential packets: the source restarted
         return True  # in order, or a duplicate / reordered packet
-
-    def _update_jitter(self, timestamp: int, arrival: float) -> None:
-        if self._last_arrival is not None:
-            elapsed = ((timestamp - self._last_timestamp + 2**31) & 0xFFFFFFFF) - 2**31
-            difference = (arrival - self._last_arrival) * self.clock_rate - elapsed
-            self._jitter += (abs(difference) - self._jitter) / 16
-        self._last_arrival = arrival
-        self._last_timestamp = timestamp
 
     @property
     def extended_highest_sequence(self) -> int:

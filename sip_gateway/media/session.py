@@ -32,7 +32,7 @@ statistic or ``repr`` here carries them.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,7 @@ from .rtcp import (
     ntp_timestamp,
     parse_rtcp,
 )
-from .rtp import RtpPacket, RtpPacketizer, is_rtcp
+from .rtp import RtpPacketizer, is_rtcp, parse_fields
 from .srtp import SrtpSession
 
 __all__ = ["RELATCH_AFTER", "MediaSession", "RandomSource"]
@@ -162,6 +162,7 @@ class MediaSession:
         self._rtcp_size = 100.0 + UDP_IP_OVERHEAD
         self._sent_since_report = False
         self._closed = False
+        self._running = False  # started and not closed: the clock ticks
 
     # -- public API ------------------------------------------------------------------
 
@@ -202,24 +203,27 @@ class MediaSession:
         if self._epoch is not None:
             return
         self._epoch, self._ticks, self._unix_offset = now, 0, unix_offset
+        self._running = not self._closed
         self._schedule_rtcp(now, initial=True)
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must run next (None: not started, or closed)."""
-        if self._epoch is None or self._closed:
+        epoch = self._epoch
+        if not self._running or epoch is None:
             return None
-        tick = self._epoch + self._ticks * self._ptime
+        tick = epoch + self._ticks * self._ptime
         return tick if tick < self._next_rtcp else self._next_rtcp
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
-        if self._epoch is None or self._closed:
+        if not self._running:
             return 0
-        return min(self._behind(now), MAX_CATCH_UP)
+        behind = self._behind(now)
+        return behind if behind < MAX_CATCH_UP else MAX_CATCH_UP
 
     def handle_timer(self, now: float) -> None:
         """Run the due ptime ticks (send, play out) and the RTCP report if due."""
-        if self._epoch is None or self._closed:
+        if not self._running:
             return
         behind = self._behind(now)
         if behind == 1:  # the common case: on time
@@ -307,6 +311,7 @@ class MediaSession:
         if self._epoch is not None:
             self._send_rtcp(now, bye=True)
         self._closed = True
+        self._running = False
 
     def stats(self) -> MediaStats:
         """A snapshot of the counters."""
@@ -343,6 +348,8 @@ class MediaSession:
         self._ptime = config.ptime / 1000
         self._sends = config.direction.sends
         self._receives = config.direction.receives
+        event = config.telephone_event
+        self._event_payload_type = -1 if event is None else event.payload_type
 
     def _apply_codecs(self, config: MediaConfig) -> None:
         self._decoders: dict[int, G711Codec] = {}
@@ -376,10 +383,12 @@ class MediaSession:
 
     def _behind(self, now: float) -> int:
         """Ticks due at ``now`` and not handled yet."""
-        assert self._epoch is not None
-        if now < self._epoch:
+        epoch = self._epoch
+        assert epoch is not None
+        if now < epoch:
             return 0
-        return max(0, int((now - self._epoch) / self._ptime + 1e-9) + 1 - self._ticks)
+        behind = int((now - epoch) / self._ptime + 1e-9) + 1 - self._ticks
+        return behind if behind > 0 else 0
 
     def _tick(self, now: float) -> None:
         self._ticks += 1
@@ -394,16 +403,17 @@ class MediaSession:
             self._play_out(now)
 
     def _play_out(self, now: float) -> None:
-        item = self._jitter.pop(now)
+        item = self._jitter.pop_frame(now)
         if item is None or isinstance(item, Concealment):  # lost, late, or paused
             self._conceal()
             return
-        decoder = self._decoders.get(item.payload_type)
+        payload_type, payload = cast(tuple[int, bytes], item)  # what _receive_rtp put
+        decoder = self._decoders.get(payload_type)
         if decoder is None:  # a telephone-event packet holds this tick: audio is muted
             self._last_frame = None
             self._events.append(AudioReceived(pcm=np.zeros(_samples(self._config), np.int16)))
             return
-        pcm = decoder.decode(item.payload)
+        pcm = decoder.decode(payload)
         self._last_frame, self._concealed_run = pcm, 0
         self._events.append(AudioReceived(pcm=pcm))
 
@@ -425,29 +435,33 @@ class MediaSession:
             self._drop(self._srtp.last_drop_reason or "malformed", now)
             return
         try:
-            packet = RtpPacket.parse(plain)
+            payload_type, sequence, timestamp, ssrc, payload = parse_fields(plain)
         except MalformedPacketError:
             self._drop("malformed", now)
             return
-        if not self._accept_source(packet.ssrc, source, now):
+        latched = self._latched and ssrc == self._remote_ssrc and source == self._remote
+        if not latched and not self._accept_source(ssrc, source, now):
             return
         assert self._reception is not None
-        self._reception.update(packet.sequence, packet.timestamp, now)
+        self._reception.update(sequence, timestamp, now)
         self._last_rx = now
-        event = self._config.telephone_event
-        is_event = event is not None and packet.payload_type == event.payload_type
-        if not is_event and packet.payload_type not in self._decoders:
+        is_event = payload_type == self._event_payload_type
+        if not is_event and payload_type not in self._decoders:
             self._drop("unknown_payload_type", now)
             return
         self._received += 1
-        self._octets += len(packet.payload)
+        self._octets += len(payload)
         if not self._receives:
             return
-        if self._dtmf_rx is not None:
-            for digit in self._dtmf_rx.feed(packet):
+        receiver = self._dtmf_rx
+        if receiver is not None and (is_event or receiver.active):  # else feed does nothing
+            for digit in receiver.feed_payload(payload_type, timestamp, payload):
                 self._dtmf_received += 1
                 self._events.append(DtmfReceived(digit=digit.digit, duration_ms=digit.duration_ms))
-        self._jitter.put(packet, now, audio=not is_event)  # events fill their sequence numbers
+        if is_event:
+            self._jitter.put_non_audio(sequence, timestamp)  # fills its sequence number
+        else:
+            self._jitter.put_frame(sequence, timestamp, (payload_type, payload), now)
         self._playing = True
 
     def _accept_source(self, ssrc: int, source: Address, now: float) -> bool:
