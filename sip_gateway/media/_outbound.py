@@ -156,9 +156,11 @@ class OutboundStream:
 
     def skip(self) -> None:
         """A tick on which nothing may be sent (direction recvonly/inactive)."""
-        self._take_frame()
-        self._event.clear()
-        self._digits.clear()
+        if self._chunks:
+            self._take_frame()
+        if self._event or self._digits:
+            self._event.clear()
+            self._digits.clear()
         self.packetizer.advance(self.samples)
         self._marker = True
 

@@ -66,7 +66,7 @@ from .rtcp import (
     ntp_timestamp,
     parse_rtcp,
 )
-from .rtp import RtpPacketizer, is_rtcp, parse_fields
+from .rtp import RtpPacketizer, parse_fields
 from .srtp import SrtpSession
 
 __all__ = ["RELATCH_AFTER", "MediaSession", "RandomSource"]
@@ -261,7 +261,7 @@ class MediaSession:
         if self._closed:
             return
         self._datagrams_received += 1
-        if is_rtcp(data):
+        if len(data) > 1 and 192 <= data[1] <= 223:  # is_rtcp (RFC 5761), inlined
             self._receive_rtcp(data, source, now)
         else:
             self._receive_rtp(data, source, now)

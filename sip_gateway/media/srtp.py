@@ -185,7 +185,21 @@ class SrtpSession:
 
     def unprotect(self, srtp: bytes | bytearray | memoryview) -> bytes | None:
         """Authenticate and decrypt one SRTP packet; None (counted) when it is dropped."""
-        return self._unprotect(srtp, self._unprotect_rtp, _RTP_HEADER)
+        # _unprotect inlined: this runs once per packet received
+        if not _RTP_HEADER <= len(srtp) <= _MAX_DATAGRAM or srtp[0] >> 6 != 2:
+            self._drop("malformed")
+            return None
+        try:
+            plain = self._unprotect_rtp(srtp if isinstance(srtp, bytes) else bytes(srtp))
+        except pylibsrtp.Error as exc:
+            self._drop(_classify(str(exc)))
+            return None
+        except ValueError:  # pylibsrtp: "packet is too long" (guarded above)
+            self._drop("malformed")
+            return None
+        self.counters.unprotected += 1
+        self.last_drop_reason = None
+        return plain
 
     def unprotect_rtcp(self, srtcp: bytes | bytearray | memoryview) -> bytes | None:
         """Authenticate and decrypt one SRTCP packet; None (counted) when it is dropped."""
