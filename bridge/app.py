@@ -15,15 +15,23 @@ import os
 import secrets
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from sip_gateway.aio.endpoint import SipEndpointConfig
 from sip_gateway.aio.stream import SipTlsServer
 from sip_gateway.aio.websocket import SipWebSocketService
+from sip_gateway.carrier_sim import (
+    CarrierSimConfig,
+    CarrierSimulator,
+    SimMode,
+    WavFormatError,
+    run_carrier_sim,
+)
 from sip_gateway.devcerts import ensure_dev_pki
 from sip_gateway.sip.auth import DigestServer, DigestServerConfig, Ha1Lookup
 from sip_gateway.tls import (
@@ -34,6 +42,7 @@ from sip_gateway.tls import (
 )
 from sip_gateway.trunk import (
     CallerIdRules,
+    CallFailedError,
     InboundCall,
     Reject,
     RouteDecision,
@@ -43,10 +52,18 @@ from sip_gateway.trunk import (
 )
 
 from .registrar import Registrar
-from .settings import Settings, TrunkSettings
+from .settings import CarrierSimSettings, Settings, TrunkSettings
 from .signaling import Signaling
 
-__all__ = ["RunningBridge", "StartupError", "serve", "start"]
+__all__ = [
+    "RunningBridge",
+    "StartupError",
+    "carrier_sim_config",
+    "run_carrier_sim_command",
+    "serve",
+    "start",
+    "tls_material",
+]
 
 log = logging.getLogger("bridge.app")
 
@@ -69,6 +86,7 @@ class RunningBridge:
     http_runner: web.AppRunner
     https_port: int
     ca_file: Path | None
+    carrier_sim: CarrierSimulator | None = None
 
     @property
     def sip_port(self) -> int:
@@ -79,6 +97,8 @@ class RunningBridge:
         """Stop accepting, close every connection and wait for them."""
         await self.http_runner.cleanup()
         await self.gateway.aclose()
+        if self.carrier_sim is not None:
+            await self.carrier_sim.aclose()
 
 
 async def serve(settings: Settings) -> None:
@@ -122,7 +142,7 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
         StartupError: certificates or ports are unusable.
     """
     var_dir = settings.node.var_dir
-    cert, key, ca = _certificates(settings)
+    cert, key, ca = tls_material(settings)
     try:
         client_auth = (
             ClientAuth.REQUIRED
@@ -181,8 +201,56 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
             f"cannot listen for HTTPS on {settings.http.listen_host}:{settings.http.listen_port}: "
             f"{exc.strerror or exc}"
         ) from exc
+    simulator = await _start_carrier_sim(settings, cert, key, ca)
     gateway.start()
-    return RunningBridge(sip_server, gateway, runner, https_port, ca)
+    return RunningBridge(sip_server, gateway, runner, https_port, ca, simulator)
+
+
+async def _start_carrier_sim(
+    settings: Settings, cert: Path, key: Path, ca: Path | None
+) -> CarrierSimulator | None:
+    if not settings.carrier_sim.enabled:
+        return None
+    simulator = CarrierSimulator(carrier_sim_config(settings.carrier_sim, cert, key, ca))
+    try:
+        await simulator.start()
+    except (OSError, ValueError, TlsPolicyError) as exc:
+        raise StartupError(f"cannot start the carrier simulator: {exc}") from exc
+    log.info(
+        "carrier simulator (%s) on %s:%d",
+        settings.carrier_sim.mode,
+        settings.carrier_sim.listen_host,
+        simulator.port,
+    )
+    return simulator
+
+
+def carrier_sim_config(
+    sim: CarrierSimSettings, cert: Path, key: Path, ca: Path | None
+) -> CarrierSimConfig:
+    """Map the simulator's settings to its own configuration object.
+
+    Raises:
+        ValueError: an option the simulator refuses.
+    """
+    return CarrierSimConfig(
+        listen_host=sim.listen_host,
+        listen_port=sim.listen_port,
+        certificate=cert,
+        private_key=key,
+        ca_file=ca,
+        mode=SimMode(sim.mode),
+        play_file=sim.play_file,
+        tone_hz=sim.tone_hz,
+        ring_time=sim.ring_time,
+        no_answer_timeout=sim.no_answer_timeout,
+        record_dir=sim.record_dir,
+        dtmf_to_send=sim.dtmf_to_send,
+        dtmf_delay=sim.dtmf_delay,
+        hangup_after=sim.hangup_after,
+        media_host=sim.media_host,
+        media_port_range=sim.media_port_range,
+    )
 
 
 def _trunk_configs(settings: Settings, dev_ca: Path | None) -> list[TrunkConfig]:
@@ -216,7 +284,7 @@ def _trunk_config(trunk: TrunkSettings, dev_ca: Path | None) -> TrunkConfig:
 
 async def _no_route_yet(call: InboundCall) -> RouteDecision:
     """Inbound calls reach browsers once the call layer exists; until then: 480."""
-    log.info("inbound call to %s on trunk %s: no route to a browser yet", call.did, call.trunk)
+    log.info("inbound call to %s on trunk %s: no route to a browser yet", call.did, call.trunk.name)
     return Reject(status_code=480)
 
 
@@ -228,7 +296,12 @@ def _no_users(username: str, realm: str, algorithm: object) -> str | None:
     return None
 
 
-def _certificates(settings: Settings) -> tuple[Path, Path, Path | None]:
+def tls_material(settings: Settings) -> tuple[Path, Path, Path | None]:
+    """Certificate chain, key and CA file of the bridge (a generated dev PKI when unset).
+
+    Raises:
+        StartupError: only one of cert_file/key_file is set, or the dev PKI cannot be written.
+    """
     tls = settings.tls
     if tls.cert_file is not None and tls.key_file is not None:
         return tls.cert_file, tls.key_file, tls.ca_file
@@ -300,3 +373,74 @@ async def _start_https(
         raise
     port = int(runner.addresses[0][1])  # the bound port, also when 0 was asked for
     return runner, port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundSimCall:
+    """A call the stand-alone simulator places (``pstn-bridge carrier-sim --call``)."""
+
+    number: str
+    host: str
+    port: int
+    server_name: str | None = None
+    caller: str | None = None
+
+
+async def run_carrier_sim_command(settings: Settings, place: OutboundSimCall | None) -> int:
+    """Run ``pstn-bridge carrier-sim``: serve until SIGINT/SIGTERM, or place one call.
+
+    Returns:
+        the exit status: 0, or 1 when the placed call was not answered.
+
+    Raises:
+        StartupError: certificates, WAV or listener cannot be used.
+    """
+    logging.basicConfig(
+        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cert, key, ca = tls_material(settings)
+    try:
+        config = carrier_sim_config(settings.carrier_sim, cert, key, ca)
+        if place is None:
+            await _until_signal(run_carrier_sim(config))
+            return 0
+        async with CarrierSimulator(config) as simulator:
+            return await _place_call(simulator, place)
+    except (WavFormatError, TlsPolicyError, ValueError, OSError) as exc:
+        raise StartupError(f"carrier simulator: {exc}") from exc
+
+
+async def _place_call(simulator: CarrierSimulator, place: OutboundSimCall) -> int:
+    try:
+        call = await simulator.call(
+            place.number,
+            place.host,
+            place.port,
+            server_name=place.server_name,
+            caller=place.caller,
+        )
+    except CallFailedError as exc:
+        print(f"call to {place.number} failed: {exc.failure.value} ({exc.status_code})")
+        return 1
+    print(f"call to {place.number} answered (SRTP {call.suite}); hang up with Ctrl-C")
+    await _until_signal(call.wait_ended())
+    if call.end_reason is None:
+        await call.hangup()
+    print(f"call ended: {call.end_reason}; DTMF received: {''.join(call.digits) or '-'}")
+    return 0
+
+
+async def _until_signal(work: Coroutine[Any, Any, object]) -> None:
+    """Run ``work`` until it ends or SIGINT/SIGTERM arrives (then cancel it)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -200,8 +200,15 @@ class CarrierSimSettings(_Section):
     listen_port: Port = 5062
     mode: Literal["echo", "tone", "play", "busy", "no-answer"] = "echo"
     ring_time: float = Field(default=1.0, ge=0.0, le=300.0)
+    no_answer_timeout: Seconds = 60.0
     play_file: Path | None = None
+    tone_hz: float = Field(default=425.0, ge=50.0, le=3800.0)
     record_dir: Path | None = None
+    dtmf_to_send: str = Field(default="", pattern=r"^[0-9*#A-D]*$", max_length=64)
+    dtmf_delay: float = Field(default=1.0, ge=0.0, le=3600.0)
+    hangup_after: Seconds | None = None
+    media_host: str | None = None
+    media_port_range: tuple[Port, Port] | None = None
 
     _host = field_validator("listen_host")(_check_host)
 
@@ -209,6 +216,12 @@ class CarrierSimSettings(_Section):
     def _play_needs_file(self) -> CarrierSimSettings:
         if self.mode == "play" and self.play_file is None:
             raise ValueError("mode 'play' needs play_file (a WAV, 8 kHz mono 16-bit)")
+        if self.media_port_range is not None:
+            low, high = self.media_port_range
+            if not 0 < low < high:
+                raise ValueError("media_port_range must be [low, high] with 0 < low < high")
+        if self.media_host is not None:
+            _check_host(self.media_host)
         return self
 
 

@@ -209,3 +209,38 @@ async def test_openssl_below_policy_is_refused_by_both_listeners(
         assert done.returncode != 0, done.stdout.decode()
         assert b"Cipher is (NONE)" in done.stdout or b"alert" in done.stderr
     assert "TLS handshake with 127.0.0.1" in caplog.text  # the SIP listener names the peer
+
+
+async def test_embedded_carrier_sim_is_the_default_trunk_and_answers_with_srtp(
+    tmp_path: Path,
+) -> None:
+    from sip_gateway.aio import RtpMediaPort
+    from sip_gateway.trunk import TrunkStatus
+    from tests.interop.peers import free_port
+
+    sim_port = free_port()
+    settings = Settings.model_validate(
+        {
+            "node": {"var_dir": tmp_path / "var"},
+            "sip": {"listen_port": 0},
+            "http": {"listen_port": 0},
+            "trunks": [{"name": "sim", "host": "127.0.0.1", "port": sim_port}],
+            "carrier_sim": {"listen_port": sim_port, "ring_time": 0.1},
+        }
+    )
+    running = await start(settings)
+    try:
+        trunk = running.gateway.trunk("sim")
+        async with asyncio.timeout(10):
+            while trunk.status is not TrunkStatus.UP:  # noqa: ASYNC110 - bounded poll of the keep-alive state
+                await asyncio.sleep(0.05)
+        media = await RtpMediaPort.open("127.0.0.1", rtcp_mux=False)
+        call = running.gateway.call("sim", "+15551230001", media=media)
+        async with asyncio.timeout(10):
+            config = await call.wait_answered()
+        assert config.crypto is not None and config.crypto.suite == "AEAD_AES_256_GCM"
+        await call.hangup()
+        assert running.carrier_sim is not None
+        assert [c.number for c in running.carrier_sim.calls] == ["+15551230001"]
+    finally:
+        await running.close()
