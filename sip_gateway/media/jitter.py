@@ -319,7 +319,10 @@ class JitterBuffer:
         seq = highest + ((sequence - highest + 0x8000) & 0xFFFF) - 0x8000  # unwrapped
         ts = reference + ((timestamp - reference + 2**31) & 0xFFFFFFFF) - 2**31
         transit = arrival - ts / self.clock_rate
-        if self._discontinuous(seq, transit):
+        lows = self._window.lows  # discontinuous: a jump, or a transit far from the window's
+        if not -MAX_MISORDER <= seq - highest <= MAX_DROPOUT or (
+            lows and abs(transit - lows[0][1]) > self.resync_after
+        ):
             if self._suspect != (sequence - 1) & 0xFFFF:
                 self._suspect = sequence
                 self.late += 1
@@ -354,12 +357,6 @@ class JitterBuffer:
         seq = self._highest_seq + ((sequence - self._highest_seq + 0x8000) & 0xFFFF) - 0x8000
         ts_offset = ((timestamp - self._ts_reference + 2**31) & 0xFFFFFFFF) - 2**31
         return seq, self._ts_reference + ts_offset
-
-    def _discontinuous(self, seq: int, transit: float) -> bool:
-        if not -MAX_MISORDER <= seq - self._highest_seq <= MAX_DROPOUT:
-            return True
-        lows = self._window.lows
-        return bool(lows) and abs(transit - lows[0][1]) > self.resync_after
 
     def _was_played(self, seq: int) -> bool:
         if not self._playing or seq >= self._next_seq:

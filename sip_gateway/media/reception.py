@@ -93,13 +93,15 @@ class ReceptionStats:
             False when A.1 sets the packet aside (a jump beyond MAX_DROPOUT that is
             not yet confirmed by a second, sequential packet), True otherwise.
         """
-        last_arrival = self._last_arrival
+        last_arrival, max_seq = self._last_arrival, self._max_seq
         if last_arrival is None:
             self._restart(sequence)
+        elif 0 < sequence - max_seq < MAX_DROPOUT:  # the next packet(s) in order, no wrap
+            self._max_seq = sequence
         elif not self._accept_sequence(sequence):
             self.bad_sequence += 1
             return False
-        else:  # A.8 interarrival jitter (once per packet, so not a call of its own)
+        if last_arrival is not None:  # A.8 interarrival jitter, inline (once per packet)
             elapsed = ((timestamp - self._last_timestamp + 2**31) & 0xFFFFFFFF) - 2**31
             difference = (arrival - last_arrival) * self.clock_rate - elapsed
             self._jitter += (abs(difference) - self._jitter) / 16

@@ -32,7 +32,7 @@ statistic or ``repr`` here carries them.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final, Protocol, cast
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -216,19 +216,22 @@ class MediaSession:
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
-        if not self._running:
+        epoch = self._epoch
+        if not self._running or epoch is None or now < epoch:
             return 0
-        behind = self._behind(now)
-        return behind if behind < MAX_CATCH_UP else MAX_CATCH_UP
+        behind = int((now - epoch) / self._ptime + 1e-9) + 1 - self._ticks  # _behind inlined
+        return 0 if behind < 0 else behind if behind < MAX_CATCH_UP else MAX_CATCH_UP
 
     def handle_timer(self, now: float) -> None:
         """Run the due ptime ticks (send, play out) and the RTCP report if due."""
-        if not self._running:
+        epoch = self._epoch
+        if not self._running or epoch is None:
             return
-        behind = self._behind(now)
+        # _behind inlined: ticks due and not handled yet
+        behind = int((now - epoch) / self._ptime + 1e-9) + 1 - self._ticks if now >= epoch else 0
         if behind == 1:  # the common case: on time
             self._tick(now)
-        else:
+        elif behind > 1:
             for _ in range(behind - MAX_CATCH_UP):  # very late: move time on, no burst
                 self._out.skip()
                 self._ticks += 1
@@ -381,15 +384,6 @@ class MediaSession:
 
     # -- ticks -----------------------------------------------------------------------
 
-    def _behind(self, now: float) -> int:
-        """Ticks due at ``now`` and not handled yet."""
-        epoch = self._epoch
-        assert epoch is not None
-        if now < epoch:
-            return 0
-        behind = int((now - epoch) / self._ptime + 1e-9) + 1 - self._ticks
-        return behind if behind > 0 else 0
-
     def _tick(self, now: float) -> None:
         self._ticks += 1
         if self._sends:
@@ -407,7 +401,7 @@ class MediaSession:
         if item is None or isinstance(item, Concealment):  # lost, late, or paused
             self._conceal()
             return
-        payload_type, payload = cast(tuple[int, bytes], item)  # what _receive_rtp put
+        payload_type, payload = item if isinstance(item, tuple) else (-1, b"")  # from put_frame
         decoder = self._decoders.get(payload_type)
         if decoder is None:  # a telephone-event packet holds this tick: audio is muted
             self._last_frame = None
