@@ -148,6 +148,7 @@ class MediaSession:
         self._dropped: dict[str, int] = {}
         self._drop_pending: dict[str, int] = {}
         self._drop_reported: dict[str, float] = {}
+        self._unreported = 0  # drops counted but not yet in a PacketDropped (all reasons)
         self._last_frame: Pcm | None = None
         self._concealed_run = 0
         self._playing = False
@@ -240,7 +241,7 @@ class MediaSession:
         if now >= self._next_rtcp:
             self._send_rtcp(now)
             self._schedule_rtcp(now, initial=False)
-        if self._drop_pending:
+        if self._unreported:
             self._flush_drops(now)
 
     def send_audio(self, pcm: Pcm, now: float) -> None:
@@ -510,17 +511,19 @@ class MediaSession:
     def _drop(self, reason: str, now: float) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
         self._drop_pending[reason] = self._drop_pending.get(reason, 0) + 1
+        self._unreported += 1
         last = self._drop_reported.get(reason)
         if last is None or now - last >= DROP_EVENT_INTERVAL:
             self._report_drop(reason, now)
 
     def _flush_drops(self, now: float) -> None:
-        for reason in list(self._drop_pending):
-            if now - self._drop_reported[reason] >= DROP_EVENT_INTERVAL:
+        for reason, pending in self._drop_pending.items():
+            if pending and now - self._drop_reported[reason] >= DROP_EVENT_INTERVAL:
                 self._report_drop(reason, now)
 
     def _report_drop(self, reason: str, now: float) -> None:
-        pending = self._drop_pending.pop(reason)  # the dict holds unreported drops only
+        pending, self._drop_pending[reason] = self._drop_pending[reason], 0
+        self._unreported -= pending
         self._drop_reported[reason] = now
         self._events.append(
             PacketDropped(reason=reason, count=pending, total=self._dropped[reason])
