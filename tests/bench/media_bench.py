@@ -25,6 +25,7 @@ RTCP reports go out on that clock as in a real call and their cost is included.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import shlex
@@ -38,10 +39,12 @@ import numpy as np
 import numpy.typing as npt
 import pylibsrtp
 
-from sip_gateway.media.dtmf import DtmfReceiver
+from sip_gateway.aio.rtp import MediaSocket
+from sip_gateway.media.dtmf import DtmfReceiver, pack_event
+from sip_gateway.media.events import AudioReceived
 from sip_gateway.media.g711 import G711Codec
 from sip_gateway.media.jitter import JitterBuffer
-from sip_gateway.media.rtp import RtpPacket, RtpPacketizer
+from sip_gateway.media.rtp import RtpPacket, RtpPacketizer, parse_fields
 from sip_gateway.media.session import MediaSession
 from sip_gateway.media.srtp import SRTP_PROFILES, SrtpSession
 from sip_gateway.sdp.attributes import Direction
@@ -194,27 +197,47 @@ def bare_receive(fx: Fixture, seconds: float, repeat: int) -> Sample:
 # -- (b) stages --------------------------------------------------------------------------
 
 
+SEND_STAGES = ("g711_encode", "rtp_packetize", "srtp_protect", "sendto")
+RECEIVE_STAGES = (
+    "recvfrom",
+    "srtp_unprotect",
+    "rtp_parse_fields",
+    "jitter_put_pop",
+    "g711_decode",
+    "audio_event",
+)
+
+
 def stages(fx: Fixture, seconds: float, repeat: int) -> dict[str, Sample]:
+    """Each stage as the session calls it (and a few references), per 20 ms frame."""
+
     def go(run: Callable[[int], object], prepare: Callable[[int], object] | None = None) -> Sample:
         return measure(run, prepare, batch=256, seconds=seconds, repeat=repeat)
 
     codec, frames, payload = fx.codec, fx.audio(), fx.payload
     plain = fx.ring[7]
-    packet = RtpPacket.parse(plain)
+    pcm = codec.decode(payload)
     packetizer = RtpPacketizer(0x1234, 0, 8000, 1, 1)
+    event = _RTP.pack(0x80, 101, 9, 8000, 0x1234) + pack_event(
+        5, end=False, volume=10, duration=800
+    )
+    dtmf = DtmfReceiver(101)
     results = {
-        "g711_encode": go(lambda n: [codec.encode(f) for f in islice(frames, n)]),
-        "g711_decode": go(lambda n: [codec.decode(payload) for _ in range(n)]),
+        "g711_encode": go(lambda n: [codec.encode_frame(f) for f in islice(frames, n)]),
         "rtp_packetize": go(
             lambda n: [packetizer.packet_bytes(payload, SAMPLES) for _ in range(n)]
         ),
-        "rtp_parse": go(lambda n: [RtpPacket.parse(plain) for _ in range(n)]),
+        "rtp_parse_fields": go(lambda n: [parse_fields(plain) for _ in range(n)]),
+        "jitter_put_pop": _jitter_stage(go),
+        "g711_decode": go(lambda n: [codec.decode(payload) for _ in range(n)]),
+        "audio_event": go(lambda n: [AudioReceived(pcm=pcm) for _ in range(n)]),
+        "rtp_parse_record": go(lambda n: [RtpPacket.parse(plain) for _ in range(n)]),
+        "dtmf_feed_event": go(
+            lambda n: [dtmf.feed_payload(101, 8000, event[12:]) for _ in range(n)]
+        ),
     }
     results |= _srtp_stages(fx, go)
     results |= _socket_stages(fx, seconds, repeat)
-    results["jitter_put_pop"] = _jitter_stage(go)
-    dtmf = DtmfReceiver(101)
-    results["dtmf_feed"] = go(lambda n: [dtmf.feed(packet) for _ in range(n)])
     return results
 
 
@@ -262,35 +285,49 @@ def _socket_stages(fx: Fixture, seconds: float, repeat: int) -> dict[str, Sample
         return {
             "sendto": measure(send, lambda n: pair.drain(), **kw),
             "recvfrom": measure(receive, fill, **kw),
+            "media_socket_send": _media_socket_send(pair, datagram, kw),
         }
     finally:
         pair.close()
 
 
+def _media_socket_send(pair: UdpPair, datagram: bytes, kw: dict[str, Any]) -> Sample:
+    """What MediaEndpoint pays per datagram on asyncio: MediaSocket.send -> transport.sendto."""
+    loop = asyncio.new_event_loop()
+    try:
+        media = loop.run_until_complete(MediaSocket.open("127.0.0.1"))
+
+        def send(n: int) -> None:
+            send_one, address = media.send, pair.rx_address
+            for _ in range(n):
+                send_one(datagram, address)
+
+        try:
+            return measure(send, lambda n: pair.drain(), **kw)
+        finally:
+            media.close()
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+
+
 def _jitter_stage(go: Callable[..., Sample]) -> Sample:
+    """put_frame on arrival and pop_frame at the tick, as the session calls them."""
     jitter, clock = JitterBuffer(8000, 20), Clock()
-    queue: list[tuple[RtpPacket, float]] = []
+    queue: list[tuple[int, int, tuple[int, bytes], float]] = []
+    frame = (0, b"\xff" * SAMPLES)
 
     def prepare(n: int) -> None:
         start = clock.ticks
         queue[:] = [
-            (
-                RtpPacket(
-                    payload_type=0,
-                    sequence=(start + i) & 0xFFFF,
-                    timestamp=(start + i) * SAMPLES & 0xFFFFFFFF,
-                    ssrc=0x1234,
-                    payload=b"\xff" * SAMPLES,
-                ),
-                clock.next(),
-            )
+            ((start + i) & 0xFFFF, (start + i) * SAMPLES & 0xFFFFFFFF, frame, clock.next())
             for i in range(n)
         ]
 
     def run(n: int) -> None:
-        put, pop = jitter.put, jitter.pop
-        for packet, now in queue:
-            put(packet, now)
+        put, pop = jitter.put_frame, jitter.pop_frame
+        for sequence, timestamp, item, now in queue:
+            put(sequence, timestamp, item, now)
             pop(now)
 
     return go(run, prepare)
@@ -372,19 +409,22 @@ def stream_pair(fx: Fixture, seconds: float, repeat: int) -> Sample:
     b = fx.session(a_socks.tx_address, Direction.SENDRECV, a_side=False)
     a.start(clock.epoch)
     b.start(clock.epoch)
-    # a sends from tx to rx (b's socket), b from rx to tx
-    sides = ((a, a_socks.tx, fx.audio()), (b, a_socks.rx, fx.audio()))
+    # a sends from tx to rx (b's socket), b from rx to tx; pending: datagrams to read
+    pending = [0, 0]
+    sides = (
+        (a, a_socks.tx, fx.audio(), _counting(a_socks.tx.sendto, pending, 1)),
+        (b, a_socks.rx, fx.audio(), _counting(a_socks.rx.sendto, pending, 0)),
+    )
 
     def run(n: int) -> None:
         for _ in range(n):
             now = clock.next()
-            pending = [0, 0]
-            for index, (session, sock, audio) in enumerate(sides):
-                session_sendto = _counting(sock.sendto, pending, 1 - index)
-                _send_tick(session, now, audio, session_sendto)
-            for index, (session, sock, _audio) in enumerate(sides):
-                recvfrom, sendto = sock.recvfrom, sock.sendto
-                for _ in range(pending[index]):
+            for session, _sock, audio, sendto in sides:
+                _send_tick(session, now, audio, sendto)
+            for index, (session, sock, _audio, sendto) in enumerate(sides):
+                recvfrom, count = sock.recvfrom, pending[index]
+                pending[index] = 0
+                for _ in range(count):
                     data, source = recvfrom(2048)
                     session.receive_datagram(data, source, now)
                     _flush(session, sendto)
@@ -441,18 +481,21 @@ def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 STAGE_LABELS = {
-    "g711_encode": "G.711 encode (160 samples)",
-    "g711_decode": "G.711 decode (160 codes)",
+    "g711_encode": "G.711 encode (G711Codec.encode_frame)",
     "rtp_packetize": "RTP packetize (RtpPacketizer.packet_bytes)",
-    "rtp_parse": "RTP parse (RtpPacket.parse)",
-    "srtp_protect": "SRTP protect (SrtpSession)",
-    "srtp_unprotect": "SRTP unprotect (SrtpSession)",
-    "bare_protect": "  pylibsrtp protect alone",
-    "bare_unprotect": "  pylibsrtp unprotect alone",
-    "sendto": "socket sendto alone (182 B)",
-    "recvfrom": "socket recvfrom alone (182 B)",
-    "jitter_put_pop": "jitter buffer put + pop",
-    "dtmf_feed": "DTMF receiver feed (audio packet)",
+    "srtp_protect": "SRTP protect (SrtpSession.protect)",
+    "sendto": "socket sendto (182 B)",
+    "recvfrom": "socket recvfrom (182 B)",
+    "srtp_unprotect": "SRTP unprotect (SrtpSession.unprotect)",
+    "rtp_parse_fields": "RTP parse (parse_fields)",
+    "jitter_put_pop": "jitter buffer put_frame + pop_frame",
+    "g711_decode": "G.711 decode (G711Codec.decode)",
+    "audio_event": "AudioReceived event (frozen dataclass)",
+    "media_socket_send": "MediaSocket.send (asyncio transport)",
+    "bare_protect": "pylibsrtp protect alone",
+    "bare_unprotect": "pylibsrtp unprotect alone",
+    "rtp_parse_record": "RtpPacket.parse (the record, not on the path)",
+    "dtmf_feed_event": "DTMF feed_payload (event packet, during digits)",
 }
 
 
@@ -475,12 +518,26 @@ def report(results: dict[str, Any], args: argparse.Namespace, info: dict[str, st
         _row("recvfrom + pylibsrtp unprotect", results["bare"]["receive"]),
         "(b) pipeline stages, per 20 ms frame" + head[38:],
     ]
-    lines += [_row(STAGE_LABELS[k], v) for k, v in results["stages"].items()]
-    lines += [
-        "(c) gateway leg (MediaSession), per packet" + head[44:],
-        _row("send: frame -> handle_timer -> protect -> sendto", results["leg"]["send"]),
-        _row("receive: recvfrom -> receive_datagram -> playout", results["leg"]["receive"]),
-    ]
+    stage = results["stages"]
+    groups = (
+        ("send path", SEND_STAGES),
+        ("receive path", RECEIVE_STAGES),
+        ("reference", tuple(k for k in stage if k not in SEND_STAGES + RECEIVE_STAGES)),
+    )
+    for title, names in groups:
+        lines.append(f"  {title}:")
+        lines += [_row("  " + STAGE_LABELS[k], stage[k]) for k in names]
+    lines.append("(c) gateway leg (MediaSession), per packet" + head[44:])
+    for key, label, names in (
+        ("send", "send: frame -> handle_timer -> protect -> sendto", SEND_STAGES),
+        ("receive", "receive: recvfrom -> receive_datagram -> playout", RECEIVE_STAGES),
+    ):
+        leg: Sample = results["leg"][key]
+        total = sum(stage[k].wall_us for k in names)
+        lines.append(_row(label, leg))
+        lines.append(
+            f"    = stages above {total:.2f} us + session/driver glue {leg.wall_us - total:.2f} us"
+        )
     pair: Sample = results["pair"]
     lines += [
         "(d) one core, one SDES-SRTP G.711 stream pair (two sessions, both directions)",
