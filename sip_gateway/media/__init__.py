@@ -16,6 +16,11 @@ The core (per RTP stream)::
     jitter.put(packet, now, audio=packet.payload_type != event_pt)
     digits = dtmf_receiver.feed(packet)
     frame = jitter.pop(now)        # each ptime tick: RtpPacket | Concealment | None
+
+The session's per-packet path skips the records (a frozen dataclass per packet costs
+about a microsecond): ``codec.encode_frame(pcm)``, ``parse_fields(plain)``,
+``jitter.put_frame(seq, ts, frame, now)`` / ``put_non_audio`` / ``pop_frame(now)`` and
+``dtmf_receiver.feed_payload(pt, ts, payload)`` do the same work field by field.
 """
 
 from .dtmf import DTMF_DIGITS, DtmfDigit, DtmfReceiver, DtmfSender, EventPayload
@@ -52,7 +57,7 @@ from .rtcp import (
     ntp_timestamp,
     parse_rtcp,
 )
-from .rtp import RtpExtension, RtpPacket, RtpPacketizer, is_rtcp
+from .rtp import RtpExtension, RtpPacket, RtpPacketizer, is_rtcp, parse_fields
 from .session import RELATCH_AFTER, MediaSession, RandomSource
 from .srtp import DROP_REASONS, SRTP_PROFILES, SrtpCounters, SrtpSession, new_sdes_key
 
@@ -104,6 +109,7 @@ __all__ = [
     "new_sdes_key",
     "ntp_middle32",
     "ntp_timestamp",
+    "parse_fields",
     "parse_rtcp",
     "round_trip_time",
     "rtcp_interval",
