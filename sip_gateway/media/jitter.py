@@ -342,7 +342,15 @@ class JitterBuffer:
         if self._playing and (seq < self._next_seq or ts < self._play_ts):
             self.late += 1
             return
-        self._store(seq, ts, frame)
+        packets = self._packets
+        if len(packets) >= self.max_packets:
+            self._store(seq, ts, frame)  # the overflow rule
+            return
+        packets[seq] = (frame, ts)  # _store's common case, inlined (once per packet)
+        self.received += 1
+        highest, reference = self._highest_seq, self._ts_reference
+        self._highest_seq = seq if seq > highest else highest
+        self._ts_reference = ts if ts > reference else reference
 
     def put_non_audio(self, sequence: int, timestamp: int) -> None:
         """Fill the sequence number of a packet that carries no audio (see :meth:`put`)."""
