@@ -27,133 +27,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import shlex
-import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import cycle, islice
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
-import pylibsrtp
 
 from sip_gateway.aio.rtp import MediaSocket
 from sip_gateway.media.dtmf import DtmfReceiver, pack_event
 from sip_gateway.media.events import AudioReceived
-from sip_gateway.media.g711 import G711Codec
 from sip_gateway.media.jitter import JitterBuffer
 from sip_gateway.media.rtp import RtpPacket, RtpPacketizer, parse_fields
-from sip_gateway.media.session import MediaSession
 from sip_gateway.media.srtp import SRTP_PROFILES, SrtpSession
 from sip_gateway.sdp.attributes import Direction
-from sip_gateway.sdp.crypto import SUITES, CryptoAttribute
-from sip_gateway.sdp.media_config import Codec, MediaConfig, SdesCrypto, TelephoneEvent
 
+from .breakdown import RECEIVE_STEPS, SEND_STEPS, receive_steps, send_steps
+from .fixture import RTP_HEADER, SAMPLES, Address, Clock, Fixture, flush, send_tick
 from .harness import Sample, UdpPair, machine_info, measure
 
 TARGET = 1.5
-PTIME = 0.020
-SAMPLES = 160
 SOCKET_BATCH = 128  # datagrams queued on a socket at once (well inside its buffer)
-_RTP = struct.Struct("!BBHII")
-
-Pcm = npt.NDArray[np.int16]
-Address = tuple[str, int]
-
-
-class Fixture:
-    """Keys, audio and plaintext packets shared by the measurements."""
-
-    def __init__(self, suite: str, seed: int = 4733) -> None:
-        rng = random.Random(seed)
-        self.suite = suite
-        size = SUITES[suite].key_salt_length
-        self.key_a, self.key_b = rng.randbytes(size), rng.randbytes(size)
-        self.profile = SRTP_PROFILES[suite]
-        t = np.arange(SAMPLES * 50) / 8000
-        tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-        self.frames: list[Pcm] = [tone[i : i + SAMPLES] for i in range(0, len(tone), SAMPLES)]
-        self.codec = G711Codec("PCMU")
-        self.payload = self.codec.encode(self.frames[1])
-        # every sequence number once, so a session can cycle through them (rollover)
-        self.ring = [
-            _RTP.pack(0x80, 0, seq, seq * SAMPLES & 0xFFFFFFFF, 0x1234) + self.payload
-            for seq in range(0x10000)
-        ]
-
-    def libsrtp(self, key: bytes, outbound: bool) -> pylibsrtp.Session:
-        ssrc_type = (
-            pylibsrtp.Policy.SSRC_ANY_OUTBOUND if outbound else pylibsrtp.Policy.SSRC_ANY_INBOUND
-        )
-        return pylibsrtp.Session(
-            pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=self.profile)
-        )
-
-    def crypto(self, local: bytes, remote: bytes) -> SdesCrypto:
-        return SdesCrypto(
-            suite=self.suite,
-            tag=1,
-            local_key=local,
-            remote_key=remote,
-            local_attribute=CryptoAttribute.create(tag=1, suite=self.suite, key_salt=local),
-            remote_attribute=CryptoAttribute.create(tag=1, suite=self.suite, key_salt=remote),
-        )
-
-    def config(self, remote: Address, direction: Direction, *, a_side: bool) -> MediaConfig:
-        local, peer = (self.key_a, self.key_b) if a_side else (self.key_b, self.key_a)
-        return MediaConfig(
-            codecs=(Codec(payload_type=0, name="PCMU", clock_rate=8000),),
-            telephone_event=TelephoneEvent(payload_type=101, clock_rate=8000),
-            ptime=20,
-            remote_address=remote,
-            remote_rtcp_address=remote,
-            rtcp_mux=True,
-            direction=direction,
-            crypto=self.crypto(local, peer),
-        )
-
-    def session(self, remote: Address, direction: Direction, *, a_side: bool) -> MediaSession:
-        rng = random.Random(1 if a_side else 2)
-        ssrc = 0x0A0A0A0A if a_side else 0x0B0B0B0B
-        return MediaSession(self.config(remote, direction, a_side=a_side), local_ssrc=ssrc, rng=rng)
-
-    def audio(self) -> Iterator[Pcm]:
-        return cycle(self.frames)
-
-
-class Clock:
-    """The virtual tick clock: one ptime per call of :meth:`next`."""
-
-    def __init__(self, epoch: float = 1000.0) -> None:
-        self.epoch = epoch
-        self.ticks = 0
-
-    def next(self) -> float:
-        now = self.epoch + self.ticks * PTIME
-        self.ticks += 1
-        return now
-
-
-def _flush(session: MediaSession, sendto: Callable[[bytes, Address], object]) -> None:
-    """What ``MediaEndpoint._flush`` does (rtcp-mux: one socket)."""
-    for data, address in session.datagrams_to_send():
-        sendto(data, address)
-    while session.next_event() is not None:
-        pass
-    session.get_timer()
-
-
-def _send_tick(
-    session: MediaSession, now: float, audio: Iterator[Pcm], sendto: Callable[..., object]
-) -> None:
-    """What ``MediaEndpoint._on_timer`` does: pull due frames, run the timer, flush."""
-    for _ in range(min(session.ticks_due(now), 10)):
-        session.send_audio(next(audio), now)
-    session.handle_timer(now)
-    _flush(session, sendto)
-
 
 # -- (a) bare loops ----------------------------------------------------------------------
 
@@ -218,7 +111,7 @@ def stages(fx: Fixture, seconds: float, repeat: int) -> dict[str, Sample]:
     plain = fx.ring[7]
     pcm = codec.decode(payload)
     packetizer = RtpPacketizer(0x1234, 0, 8000, 1, 1)
-    event = _RTP.pack(0x80, 101, 9, 8000, 0x1234) + pack_event(
+    event = RTP_HEADER.pack(0x80, 101, 9, 8000, 0x1234) + pack_event(
         5, end=False, volume=10, duration=800
     )
     dtmf = DtmfReceiver(101)
@@ -345,7 +238,7 @@ def leg_send(fx: Fixture, seconds: float, repeat: int) -> Sample:
     def run(n: int) -> None:
         sendto, nxt = pair.tx.sendto, clock.next
         for _ in range(n):
-            _send_tick(session, nxt(), audio, sendto)
+            send_tick(session, nxt(), audio, sendto)
 
     try:
         return measure(
@@ -386,9 +279,9 @@ def leg_receive(fx: Fixture, seconds: float, repeat: int) -> Sample:
             for _ in range(count):
                 data, source = recvfrom(2048)
                 receive(data, source, now)
-                _flush(ours, sendto)
+                flush(ours, sendto)
             handle_timer(now)
-            _flush(ours, sendto)
+            flush(ours, sendto)
 
     try:
         sample = measure(run, prepare, batch=SOCKET_BATCH, seconds=seconds, repeat=repeat)
@@ -420,14 +313,14 @@ def stream_pair(fx: Fixture, seconds: float, repeat: int) -> Sample:
         for _ in range(n):
             now = clock.next()
             for session, _sock, audio, sendto in sides:
-                _send_tick(session, now, audio, sendto)
+                send_tick(session, now, audio, sendto)
             for index, (session, sock, _audio, sendto) in enumerate(sides):
                 recvfrom, count = sock.recvfrom, pending[index]
                 pending[index] = 0
                 for _ in range(count):
                     data, source = recvfrom(2048)
                     session.receive_datagram(data, source, now)
-                    _flush(session, sendto)
+                    flush(session, sendto)
 
     try:
         sample = measure(run, batch=64, seconds=seconds, repeat=repeat, ops_per_call=2)
@@ -460,7 +353,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     stage = stages(fx, s / 2, r)
     leg = {"send": leg_send(fx, s, r), "receive": leg_receive(fx, s, r)}
     pair = stream_pair(fx, s, r)
-    return {"bare": bare, "stages": stage, "leg": leg, "pair": pair}
+    steps = {"send": send_steps(fx), "receive": receive_steps(fx)}
+    return {"bare": bare, "stages": stage, "leg": leg, "pair": pair, "steps": steps}
 
 
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -528,16 +422,23 @@ def report(results: dict[str, Any], args: argparse.Namespace, info: dict[str, st
         lines.append(f"  {title}:")
         lines += [_row("  " + STAGE_LABELS[k], stage[k]) for k in names]
     lines.append("(c) gateway leg (MediaSession), per packet" + head[44:])
-    for key, label, names in (
-        ("send", "send: frame -> handle_timer -> protect -> sendto", SEND_STAGES),
-        ("receive", "receive: recvfrom -> receive_datagram -> playout", RECEIVE_STAGES),
+    for key, label, names, steps in (
+        ("send", "send: frame -> handle_timer -> protect -> sendto", SEND_STAGES, SEND_STEPS),
+        (
+            "receive",
+            "receive: recvfrom -> receive_datagram -> playout",
+            RECEIVE_STAGES,
+            RECEIVE_STEPS,
+        ),
     ):
         leg: Sample = results["leg"][key]
         total = sum(stage[k].wall_us for k in names)
         lines.append(_row(label, leg))
         lines.append(
-            f"    = stages above {total:.2f} us + session/driver glue {leg.wall_us - total:.2f} us"
+            f"    = stages above {total:.2f} us + session/driver glue {leg.wall_us - total:.2f} us;"
+            " in context, per step (mean, timer cost removed):"
         )
+        lines += [f"      {results['steps'][key][k]:6.2f} us  {v}" for k, v in steps.items()]
     pair: Sample = results["pair"]
     lines += [
         "(d) one core, one SDES-SRTP G.711 stream pair (two sessions, both directions)",
