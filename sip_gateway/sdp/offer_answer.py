@@ -55,7 +55,7 @@ DTLS_PROTOS = ("UDP/TLS/RTP/SAVPF", "UDP/TLS/RTP/SAVP", "TCP/TLS/RTP/SAVPF", "TC
 """Transports accepted on a DTLS leg (``UDP/TLS/RTP/SAVPF`` is offered)."""
 _PLAIN_PROTOS = ("RTP/AVP", "RTP/AVPF")
 _HOLD_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104 - RFC 2543 hold address, not a bind
-_DTMF_EVENTS = "0-16"
+_DTMF_EVENTS = "0-15"  # the RFC 4733 DTMF events we send and detect (no flash, 16)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
