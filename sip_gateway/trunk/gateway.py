@@ -421,10 +421,14 @@ class TrunkGateway:
     ) -> None:
         if request.to_addr.tag:
             leg = self._leg_for_request(request)
-            if leg is None:
-                endpoint.send_response(tid, build_response(request, 481))
-            else:
+            if leg is not None:
                 leg.receive_request(endpoint, tid, request)
+            elif request.method == "BYE" and (early := self._early_call(request)) is not None:
+                # RFC 3261 15.1.2: a BYE in an early dialog ends it: 200 here, 487 to the INVITE.
+                endpoint.send_response(tid, build_response(request, 200))
+                early.receive_cancel()
+            else:
+                endpoint.send_response(tid, build_response(request, 481))
             return
         trunk = trunk or self._accept(endpoint, request)
         if trunk is None:
@@ -442,6 +446,18 @@ class TrunkGateway:
         else:
             status = 481 if request.method in ("BYE", "UPDATE", "INFO") else 405
             endpoint.send_response(tid, build_response(request, status, headers=[("Allow", ALLOW)]))
+
+    def _early_call(self, request: SipRequest) -> InboundCall | None:
+        """The unanswered inbound call whose early dialog this request names, if any."""
+        for call in self._pending.values():
+            invite = call.request
+            if (
+                invite.call_id == request.call_id
+                and invite.from_addr.tag == request.from_addr.tag
+                and call.local_tag == request.to_addr.tag
+            ):
+                return call
+        return None
 
     def _accept(self, endpoint: SipEndpoint, request: SipRequest) -> Trunk | None:
         names = endpoint.peer_certificate_names

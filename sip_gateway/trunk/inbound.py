@@ -240,6 +240,11 @@ class InboundCall(CallLeg):
 
     # -- our responses ---------------------------------------------------------------
 
+    @property
+    def local_tag(self) -> str:
+        """Our To tag: the early dialog's local tag once we ring or answer."""
+        return self._to_tag
+
     def ring(self) -> None:
         """Send 180 Ringing (once; a no-op after the answer or the end)."""
         if self.state is not CallState.CALLING:

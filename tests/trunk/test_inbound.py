@@ -272,3 +272,30 @@ async def test_no_key_material_in_logs_or_reprs(pki, caplog):
     texts = [base64.b64encode(k).decode() for k in keys] + [k.hex() for k in keys]
     for text in texts:
         assert text not in caplog.text and text not in shown
+
+
+async def test_bye_in_the_early_dialog_gets_200_and_the_invite_487(pki):
+    from sip_gateway.sip.headers import Headers
+    from sip_gateway.sip.message import SipRequest
+
+    carrier = Carrier(wait=30.0)
+    async with gateway_pair(pki, carrier_route=carrier) as pair, asyncio.timeout(LIMIT):
+        call, _media, events = await place(pair)
+        await events.wait_for(CallRinging)
+        (inbound,) = carrier.calls
+        invite, endpoint = call.invite, call.endpoint
+        assert invite is not None and endpoint is not None
+        headers = Headers()
+        headers.add("Via", str(endpoint.make_via()))
+        headers.add("Max-Forwards", "70")
+        headers.add("From", invite.headers.get("From") or "")
+        headers.add("To", f"{invite.headers.get('To')};tag={inbound.local_tag}")
+        headers.add("Call-ID", invite.call_id)
+        headers.add("CSeq", f"{invite.cseq.seq + 1} BYE")
+        bye = SipRequest(method="BYE", uri=invite.uri, headers=headers)
+        assert (await endpoint.request(bye, timeout=5)).status_code == 200
+        inbound_end = await inbound.wait_ended()
+        assert (inbound_end.reason, inbound_end.status_code) == (EndReason.CANCELLED, 487)
+        end = await call.wait_ended()
+        assert end.status_code == 487
+        assert carrier.media.applied == []
