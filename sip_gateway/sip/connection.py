@@ -135,7 +135,7 @@ class SipConnection:
                 validate_request(message, supported_extensions=self.config.supported_extensions)
                 self._stamp_via(message)
         except RemoteProtocolError as exc:
-            self._reject(frame if frame is not None else message.to_bytes(), exc, fatal=False)
+            self._reject(frame or b"", exc, fatal=False, message=message)
             return
         if isinstance(message, SipRequest):
             self.transactions.receive_request(message, now)
@@ -160,8 +160,27 @@ class SipConnection:
             for value in values[1:]:
                 request.headers.add("Via", value)
 
-    def _reject(self, frame: bytes, exc: RemoteProtocolError, *, fatal: bool) -> None:
-        response = _error_response(frame, exc)
+    def _reject(
+        self,
+        frame: bytes,
+        exc: RemoteProtocolError,
+        *,
+        fatal: bool,
+        message: SipMessage | None = None,
+    ) -> None:
+        """Answer what can be answered and report the rejection.
+
+        A message that parsed is answered from its model; raw bytes that did not parse are
+        answered from their header lines (:func:`_raw_error_response`). ACKs and responses
+        are never answered.
+        """
+        if message is None:
+            response = _raw_error_response(frame, exc)
+        elif isinstance(message, SipRequest) and message.method != "ACK":
+            answer = build_response(message, exc.status_code, exc.reason, headers=exc.headers)
+            response = answer.to_bytes()
+        else:
+            response = None
         if response is not None:
             self._out.append(response)
         self._events.append(
@@ -255,8 +274,8 @@ class SipConnection:
             raise LocalProtocolError("the connection is closed")
 
 
-def _error_response(frame: bytes, exc: RemoteProtocolError) -> bytes | None:
-    """An error response built from the raw header lines of a request we could not accept.
+def _raw_error_response(frame: bytes, exc: RemoteProtocolError) -> bytes | None:
+    """An error response built from the raw header lines of a request that did not parse.
 
     Works on text that may not parse: it copies Via, From, To, Call-ID and CSeq verbatim
     (RFC 3261 8.2.6.2) and never answers an ACK or a response.
@@ -266,20 +285,12 @@ def _error_response(frame: bytes, exc: RemoteProtocolError) -> bytes | None:
     first = lines[0].split(" ")
     if len(first) < 3 or first[0] in ("ACK", "SIP/2.0") or not first[-1].startswith("SIP/"):
         return None
-    try:
-        request = parse_message(frame)
-        if isinstance(request, SipRequest):
-            response = build_response(request, exc.status_code, exc.reason)
-            for name, value in exc.headers:
-                response.headers.add(name, value)
-            return response.to_bytes()
-    except RemoteProtocolError:
-        pass
     out = [f"SIP/2.0 {exc.status_code} {exc.reason}"]
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         canonical = _ECHOED.get(name.strip().lower())
         if sep and canonical and "\x00" not in value:
             out.append(f"{canonical}: {value.strip()}")
+    out.extend(f"{name}: {value}" for name, value in exc.headers)
     out.append("Content-Length: 0")
     return ("\r\n".join(out) + "\r\n\r\n").encode("utf-8", "replace")

@@ -114,3 +114,12 @@ def test_any_bytes_never_raise(chunks: list[bytes]) -> None:
         conn.receive_data(chunk, 0.0)
         conn.data_to_send()
         _events(conn)
+
+
+def test_invalid_ack_is_never_answered() -> None:
+    conn = _server()
+    ack = make_request("ACK").to_bytes().replace(b"Call-ID: call-1@test\r\n", b"")
+    conn.receive_data(ack, 0.0)
+    (rejected,) = [e for e in _events(conn) if isinstance(e, MessageRejected)]
+    assert (rejected.status_code, rejected.response_sent) == (400, False)
+    assert conn.data_to_send() == b""
