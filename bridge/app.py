@@ -33,7 +33,7 @@ from sip_gateway.carrier_sim import (
     run_carrier_sim,
 )
 from sip_gateway.devcerts import ensure_dev_pki
-from sip_gateway.sip.auth import DigestServer, DigestServerConfig, Ha1Lookup
+from sip_gateway.sip.auth import DigestAlgorithm, DigestServer, DigestServerConfig, Ha1Lookup
 from sip_gateway.tls import (
     ClientAuth,
     TlsPolicyError,
@@ -107,9 +107,7 @@ async def serve(settings: Settings) -> None:
     Raises:
         StartupError: a listener or the certificates could not be set up.
     """
-    logging.basicConfig(
-        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
     running = await start(settings)
     log.info(
         "listening: SIP over TLS on %s:%d, HTTPS and WSS on https://%s:%d/ (WebSocket %s)",
@@ -119,15 +117,17 @@ async def serve(settings: Settings) -> None:
         running.https_port,
         settings.http.websocket_path,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await _until_signal(asyncio.Event().wait())
     finally:
         log.info("stopping")
         await running.close()
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> RunningBridge:
@@ -292,7 +292,7 @@ def _log_trunk_status(event: TrunkStatusChanged) -> None:
     log.info("trunk %s is %s", event.trunk, event.status.value)
 
 
-def _no_users(username: str, realm: str, algorithm: object) -> str | None:
+def _no_users(username: str, realm: str, algorithm: DigestAlgorithm) -> str | None:
     return None
 
 
@@ -395,9 +395,7 @@ async def run_carrier_sim_command(settings: Settings, place: OutboundSimCall | N
     Raises:
         StartupError: certificates, WAV or listener cannot be used.
     """
-    logging.basicConfig(
-        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(settings)
     cert, key, ca = tls_material(settings)
     try:
         config = carrier_sim_config(settings.carrier_sim, cert, key, ca)

@@ -17,6 +17,7 @@ from sip_gateway.sip.auth import AuthAccepted, AuthDenied, AuthFailure, DigestSe
 from sip_gateway.sip.errors import RemoteProtocolError
 from sip_gateway.sip.headers import NameAddr
 from sip_gateway.sip.message import SipRequest, SipResponse, build_response
+from sip_gateway.sip.uri import SipUri
 
 __all__ = ["Binding", "Registrar"]
 
@@ -121,10 +122,9 @@ class Registrar:
 
 def _aor_user(request: SipRequest) -> str:
     uri = request.to_addr.uri
-    user = getattr(uri, "user", None)
-    if not user:
-        raise RemoteProtocolError("REGISTER To has no user part")
-    return str(user)
+    if not isinstance(uri, SipUri) or not uri.user:
+        raise RemoteProtocolError("REGISTER To has no SIP user part")
+    return uri.user
 
 
 def _expires_header(request: SipRequest) -> int:
