@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from sip_gateway.sip.connection import SipConnection, SipConnectionConfig
 from sip_gateway.sip.events import SipEvent
 from sip_gateway.sip.headers import Headers
-from sip_gateway.sip.message import SipRequest, parse_message
+from sip_gateway.sip.message import SipRequest, SipResponse
+from sip_gateway.sip.parser import StreamFramer
 from sip_gateway.sip.transaction import MAGIC_COOKIE, TimerSettings
 from sip_gateway.sip.uri import parse_uri
 
@@ -121,19 +122,11 @@ class Pair:
 
 
 def _split(data: bytes) -> list[bytes]:
-    """Split concatenated messages (all with Content-Length) into whole messages."""
+    """Split concatenated messages into whole messages, with the core's own framer."""
+    framer = StreamFramer()
+    framer.receive_data(data)
     out: list[bytes] = []
-    while data:
-        if data.startswith(b"\r\n"):
-            data = data[2:]
-            continue
-        head, _, rest = data.partition(b"\r\n\r\n")
-        message = parse_message(head + b"\r\n\r\n")
-        length = len(message.body) if message.body else 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() in (b"content-length", b"l"):
-                length = int(value)
-        out.append(head + b"\r\n\r\n" + rest[:length])
-        data = rest[length:]
+    while (item := framer.next_message()) is not None:
+        if isinstance(item, (SipRequest, SipResponse)):
+            out.append(item.to_bytes())
     return out
