@@ -61,7 +61,7 @@ from .state import (
     advance,
 )
 
-__all__ = ["ALLOW", "BYE_TIMEOUT", "CallLeg", "EventCallback", "LegHost"]
+__all__ = ["ALLOW", "BYE_TIMEOUT", "CallLeg", "EventCallback", "LegHost", "answer_challenge"]
 
 logger = logging.getLogger("sip_gateway.trunk")
 
@@ -332,22 +332,12 @@ class CallLeg:
             method, via=endpoint.make_via(), headers=tuple(extra), body=body
         )
         response = await endpoint.request(request, timeout=timeout)
-        challenge = _CHALLENGES.get(response.status_code)
-        if challenge is not None and self._auth is not None:
-            try:
-                credentials = self._auth.answer(
-                    response.status_code,
-                    response.headers.get_lines(challenge),
-                    method=method,
-                    uri=str(request.uri),
-                )
-            except (AuthError, RemoteProtocolError) as exc:
-                logger.warning("call %s: cannot authenticate %s: %s", self.call_id, method, exc)
-            else:
-                request = self.dialog.create_request(
-                    method, via=endpoint.make_via(), headers=(*extra, *credentials), body=body
-                )
-                response = await endpoint.request(request, timeout=timeout)
+        credentials = answer_challenge(self._auth, request, response, f"call {self.call_id}")
+        if credentials is not None:
+            request = self.dialog.create_request(
+                method, via=endpoint.make_via(), headers=(*extra, *credentials), body=body
+            )
+            response = await endpoint.request(request, timeout=timeout)
         self.dialog.receive_response(method, response)
         return endpoint, request, response
 
@@ -543,6 +533,42 @@ class CallLeg:
         local_tag = self.dialog.id.local_tag if self.dialog else None
         response = build_response(request, 200, to_tag=local_tag, headers=headers, body=body)
         endpoint.send_response(tid, response)
+
+
+def answer_challenge(
+    auth: DigestClient | None, request: SipRequest, response: SipResponse, context: str
+) -> list[tuple[str, str]] | None:
+    """The credentials to re-send ``request`` with after ``response`` challenged it.
+
+    Args:
+        auth: the trunk's digest client (None: no credentials).
+        request: the request that was answered.
+        response: its response.
+        context: who asks, for the log line (``call <id>``, ``trunk <name>``).
+
+    Returns:
+        ``(header name, value)`` pairs; None when ``response`` is no 401/407, there are no
+        credentials, or the challenge cannot be answered (logged; credentials that were
+        refused are not sent again).
+    """
+    header = _CHALLENGES.get(response.status_code)
+    if header is None or auth is None:
+        return None
+    sent = request.headers.get_lines("Authorization") + request.headers.get_lines(
+        "Proxy-Authorization"
+    )
+    try:
+        return auth.answer(
+            response.status_code,
+            response.headers.get_lines(header),
+            method=request.method,
+            uri=str(request.uri),
+            body=request.body,
+            sent=sent,
+        )
+    except (AuthError, RemoteProtocolError) as exc:
+        logger.warning("%s: cannot authenticate %s: %s", context, request.method, exc)
+        return None
 
 
 def _allow(message: SipRequest | SipResponse) -> frozenset[str]:

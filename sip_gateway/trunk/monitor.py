@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from sip_gateway.aio import SipEndpoint
-from sip_gateway.sip.auth import AuthError, DigestClient
+from sip_gateway.sip.auth import DigestClient
 from sip_gateway.sip.errors import RemoteProtocolError, SipError
 from sip_gateway.sip.headers import Headers, NameAddr
 from sip_gateway.sip.message import SipRequest, SipResponse
@@ -32,7 +32,7 @@ from sip_gateway.sip.uri import SipUri
 
 from .config import TrunkConfig
 from .errors import TrunkError
-from .leg import ALLOW
+from .leg import ALLOW, answer_challenge
 from .outbound import uri_host
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger("sip_gateway.trunk")
 
-_CHALLENGES = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
@@ -273,25 +272,12 @@ class Registration:
             if code == 423 and minimum is not None and minimum > expires:
                 expires = minimum
                 continue
-            header = _CHALLENGES.get(code)
-            if header is None or self._auth is None:
-                return response
-            sent = request.headers.get_lines("Authorization") + request.headers.get_lines(
-                "Proxy-Authorization"
+            credentials = answer_challenge(
+                self._auth, request, response, f"trunk {self.host.config.name}"
             )
-            try:
-                extra = self._auth.answer(
-                    code,
-                    response.headers.get_lines(header),
-                    method="REGISTER",
-                    uri=str(request.uri),
-                    sent=sent,
-                )
-            except (AuthError, RemoteProtocolError) as exc:
-                logger.warning(
-                    "trunk %s: cannot authenticate REGISTER: %s", self.host.config.name, exc
-                )
+            if credentials is None:
                 return response
+            extra = credentials
         return response
 
     def _request(

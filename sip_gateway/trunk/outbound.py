@@ -38,7 +38,6 @@ from sip_gateway.sdp import (
     parse_sdp,
     process_answer,
 )
-from sip_gateway.sip.auth import AuthError
 from sip_gateway.sip.dialog import Dialog
 from sip_gateway.sip.errors import RemoteProtocolError, SipError
 from sip_gateway.sip.headers import Headers, NameAddr
@@ -48,7 +47,7 @@ from sip_gateway.sip.uri import SipUri
 
 from .config import TrunkConfig
 from .errors import CallFailedError, CallFailure, EndReason, InvalidNumberError, classify_status
-from .leg import ALLOW, CallLeg, EventCallback, LegHost, _allow
+from .leg import ALLOW, CallLeg, EventCallback, LegHost, _allow, answer_challenge
 from .state import (
     CallAnswered,
     CallInput,
@@ -264,23 +263,8 @@ class OutboundCall(CallLeg):
         code = response.status_code
         if code == 422 and self.timer is not None and self.timer.handle_too_small(response):
             return self._auth.authorize(method="INVITE", uri=str(invite.uri)) if self._auth else []
-        header = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}.get(code)
-        if header is None or self._auth is None:
-            return None
-        sent = invite.headers.get_lines("Authorization") + invite.headers.get_lines(
-            "Proxy-Authorization"
-        )
-        try:
-            return self._auth.answer(
-                code,
-                response.headers.get_lines(header),
-                method="INVITE",
-                uri=str(invite.uri),
-                sent=sent,
-            )
-        except (AuthError, RemoteProtocolError) as exc:
-            logger.warning("call %s on %s: %s", self.call_id, self.host.config.name, exc)
-            return None
+        context = f"call {self.call_id} on {self.host.config.name}"
+        return answer_challenge(self._auth, invite, response, context)
 
     def _build_invite(
         self, endpoint: SipEndpoint, *, seq: int, extra: list[tuple[str, str]]
