@@ -1,4 +1,5 @@
-"""Helpers for the trunk tests: a recording media port, trunk configs, a gateway pair."""
+"""Helpers for the trunk tests: a recording media port, trunk configs, a gateway to a scripted
+peer and a gateway pair."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
+from sip_gateway.aio import SipEndpointConfig
 from sip_gateway.sdp import MediaConfig
 from sip_gateway.tls import ClientAuth
-from sip_gateway.trunk import CallEvent, TrunkConfig, TrunkGateway
+from sip_gateway.trunk import CallEvent, RegistrationChanged, TrunkConfig, TrunkGateway
 from tests.interop.peers import free_port
 from tests.pki import Pki
 
@@ -75,6 +77,33 @@ async def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> N
     async with asyncio.timeout(timeout):
         while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def gateway_to(
+    pki: Pki,
+    port: int,
+    *,
+    scale: float = 1.0,
+    endpoint_config: SipEndpointConfig | None = None,
+    on_registration: Callable[[RegistrationChanged], None] | None = None,
+    **trunk: object,
+) -> AsyncIterator[TrunkGateway]:
+    """A gateway whose one trunk "carrier" points at 127.0.0.1:port (a :class:`RawPeer`);
+    its calls and the gateway itself are closed on the way out."""
+    gw = TrunkGateway(
+        [trunk_config(pki, "carrier", port, **trunk)],
+        timer_scale=scale,
+        endpoint_config=endpoint_config,
+        on_registration=on_registration,
+    )
+    try:
+        yield gw
+    finally:
+        async with asyncio.timeout(5):
+            for call in gw.calls:
+                await call.aclose()
+            await gw.aclose()
 
 
 @dataclass

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from sip_gateway.sip.auth import DigestCredentials, parse_credentials
 from sip_gateway.trunk import (
     LivenessCounter,
     RegistrationChanged,
-    TrunkGateway,
     TrunkStatus,
     TrunkStatusChanged,
 )
 
-from .helpers import eventually, gateway_pair, trunk_config
-from .raw_peer import RawPeer
+from .helpers import eventually, gateway_pair, gateway_to
 
 LIMIT = 8.0
+ACCOUNT = {"register": True, "username": "acct", "password": "pw"}
 CHALLENGE = 'Digest realm="carrier.test", nonce="abc", qop="auth", algorithm=MD5'
 
 
@@ -58,80 +55,56 @@ async def test_options_refused_by_policy_still_means_alive(pki):
             assert pair.bridge.trunk("carrier").status is TrunkStatus.UP
 
 
-@pytest.fixture
-async def registrar(pki):
-    raw = await RawPeer.start(pki)
-    yield raw
-    await raw.aclose()
+async def test_register_with_digest_and_refresh(pki, peer):
+    registrar, changes = peer, list[RegistrationChanged]()
+    async with (
+        gateway_to(
+            pki, peer.port, on_registration=changes.append, register_refresh=0.5, **ACCOUNT
+        ) as gw,
+        asyncio.timeout(LIMIT),
+    ):
+        gw.start()
+        first = await registrar.receive("REGISTER")
+        assert first.headers.get("Expires") == "3600"
+        registrar.respond(first, 401, headers=[("WWW-Authenticate", CHALLENGE)])
+        second = await registrar.receive("REGISTER")
+        assert (second.call_id, second.cseq.seq) == (first.call_id, first.cseq.seq + 1)
+        credentials = parse_credentials(second.headers.get("Authorization"))
+        assert isinstance(credentials, DigestCredentials) and credentials.nc == "00000001"
+        contact = second.contacts[0].uri
+        registrar.respond(second, 200, headers=[("Contact", f"<{contact}>;expires=2")])
+        await eventually(lambda: changes and changes[-1].expires == 2)
+        # refreshed after half the granted lifetime, credentials sent up front
+        third = await registrar.receive("REGISTER", timeout=3)
+        assert (third.call_id, third.cseq.seq) == (first.call_id, second.cseq.seq + 1)
+        assert parse_credentials(third.headers.get("Authorization")).nc == "00000002"
+        registrar.respond(third, 200, headers=[("Expires", "60")])
+        await eventually(lambda: changes[-1].expires == 60)
+        assert gw.trunk("carrier").registration.registrations == 2
+        closing = asyncio.create_task(gw.aclose())
+        bye = await registrar.receive("REGISTER")
+        assert bye.headers.get("Expires") == "0"
+        registrar.respond(bye, 200)
+        await closing
+    assert changes[-1].expires == 0
 
 
-async def test_register_with_digest_and_refresh(pki, registrar):
-    changes: list[RegistrationChanged] = []
-    config = trunk_config(
-        pki,
-        "carrier",
-        registrar.port,
-        register=True,
-        username="acct",
-        password="pw",
-        register_refresh=0.5,
-    )
-    gw = TrunkGateway([config], on_registration=changes.append)
-    try:
-        async with asyncio.timeout(LIMIT):
-            gw.start()
-            first = await registrar.receive("REGISTER")
-            assert first.headers.get("Expires") == "3600"
-            registrar.respond(first, 401, headers=[("WWW-Authenticate", CHALLENGE)])
-            second = await registrar.receive("REGISTER")
-            assert (second.call_id, second.cseq.seq) == (first.call_id, first.cseq.seq + 1)
-            credentials = parse_credentials(second.headers.get("Authorization"))
-            assert isinstance(credentials, DigestCredentials) and credentials.nc == "00000001"
-            contact = second.contacts[0].uri
-            registrar.respond(second, 200, headers=[("Contact", f"<{contact}>;expires=2")])
-            await eventually(lambda: changes and changes[-1].expires == 2)
-            # refreshed after half the granted lifetime, credentials sent up front
-            third = await registrar.receive("REGISTER", timeout=3)
-            assert (third.call_id, third.cseq.seq) == (first.call_id, second.cseq.seq + 1)
-            assert parse_credentials(third.headers.get("Authorization")).nc == "00000002"
-            registrar.respond(third, 200, headers=[("Expires", "60")])
-            await eventually(lambda: changes[-1].expires == 60)
-            assert gw.trunk("carrier").registration.registrations == 2
-            closing = asyncio.create_task(gw.aclose())
-            bye = await registrar.receive("REGISTER")
-            assert bye.headers.get("Expires") == "0"
-            registrar.respond(bye, 200)
-            await closing
-        assert changes[-1].expires == 0
-    finally:
-        await gw.aclose()
-
-
-async def test_register_refused_is_reported_and_retried(pki, registrar):
-    changes: list[RegistrationChanged] = []
-    config = trunk_config(
-        pki,
-        "carrier",
-        registrar.port,
-        register=True,
-        username="acct",
-        password="pw",
-        register_retry=0.2,
-    )
-    gw = TrunkGateway([config], on_registration=changes.append)
-    try:
-        async with asyncio.timeout(LIMIT):
-            gw.start()
-            first = await registrar.receive("REGISTER")
-            registrar.respond(first, 403)
-            await eventually(lambda: changes)
-            assert changes[0].expires is None and "403" in changes[0].detail
-            retry = await registrar.receive("REGISTER", timeout=2)
-            registrar.respond(retry, 200)
-            await eventually(lambda: changes[-1].expires == 3600)
-            closing = asyncio.create_task(gw.aclose())
-            registrar.respond(await registrar.receive("REGISTER"), 200)  # Expires: 0
-            await closing
-    finally:
-        async with asyncio.timeout(5):
-            await gw.aclose()
+async def test_register_refused_is_reported_and_retried(pki, peer):
+    registrar, changes = peer, list[RegistrationChanged]()
+    async with (
+        gateway_to(
+            pki, peer.port, on_registration=changes.append, register_retry=0.2, **ACCOUNT
+        ) as gw,
+        asyncio.timeout(LIMIT),
+    ):
+        gw.start()
+        first = await registrar.receive("REGISTER")
+        registrar.respond(first, 403)
+        await eventually(lambda: changes)
+        assert changes[0].expires is None and "403" in changes[0].detail
+        retry = await registrar.receive("REGISTER", timeout=2)
+        registrar.respond(retry, 200)
+        await eventually(lambda: changes[-1].expires == 3600)
+        closing = asyncio.create_task(gw.aclose())
+        registrar.respond(await registrar.receive("REGISTER"), 200)  # Expires: 0
+        await closing

@@ -4,7 +4,6 @@ CANCEL races, refused answers, retransmitted and forked 2xx, session timer expir
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -23,35 +22,10 @@ from sip_gateway.trunk import (
     TrunkGateway,
 )
 
-from .helpers import CALLER, GATEWAY, Events, FakeMedia, trunk_config
+from .helpers import CALLER, GATEWAY, Events, FakeMedia, gateway_to, trunk_config
 from .raw_peer import RawPeer, sdp_of
 
 LIMIT = 8.0
-
-
-@pytest.fixture
-async def peer(pki):
-    raw = await RawPeer.start(pki)
-    yield raw
-    await raw.aclose()
-
-
-@contextlib.asynccontextmanager
-async def gateway(pki, peer, **trunk):
-    scale = trunk.pop("scale", 1.0)
-    endpoint_config = trunk.pop("endpoint_config", None)
-    gw = TrunkGateway(
-        [trunk_config(pki, "carrier", peer.port, **trunk)],
-        timer_scale=scale,
-        endpoint_config=endpoint_config,
-    )
-    try:
-        yield gw
-    finally:
-        async with asyncio.timeout(5):
-            for call in gw.calls:
-                await call.aclose()
-            await gw.aclose()
 
 
 async def dial(gw, **kwargs):
@@ -62,7 +36,7 @@ async def dial(gw, **kwargs):
 
 
 async def test_invite_carries_offer_timer_and_caller_id(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, events = await dial(gw)
         invite = await peer.receive("INVITE")
         offer = sdp_of(invite)
@@ -95,7 +69,7 @@ async def test_invite_carries_offer_timer_and_caller_id(pki, peer):
 
 
 async def test_183_with_sdp_starts_early_media_and_200_without_sdp_keeps_it(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, events = await dial(gw)
         invite = await peer.receive("INVITE")
         answer, _ = peer.answer_sdp(invite.body)
@@ -113,7 +87,7 @@ async def test_183_with_sdp_starts_early_media_and_200_without_sdp_keeps_it(pki,
 
 
 async def test_early_media_without_acceptable_crypto_cancels(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         weak = MediaProfile(crypto_suites=("AES_CM_128_HMAC_SHA1_80",))
@@ -132,7 +106,7 @@ async def test_early_media_without_acceptable_crypto_cancels(pki, peer):
 
 
 async def test_answer_without_acceptable_crypto_is_acked_then_hung_up(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         answer, _ = peer.answer_sdp(invite.body)
@@ -155,7 +129,7 @@ async def test_answer_without_acceptable_crypto_is_acked_then_hung_up(pki, peer)
 
 async def test_cancel_before_any_provisional_waits_for_one(pki, peer):
     """RFC 3261 9.1: no CANCEL until a provisional response arrived."""
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, _media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         call.cancel()
@@ -175,7 +149,7 @@ async def test_cancel_before_any_provisional_waits_for_one(pki, peer):
 
 async def test_cancel_crossing_a_200_acks_and_hangs_up(pki, peer):
     """The 200-CANCEL/2xx race: the 2xx wins, so we ACK it and send BYE."""
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, _media, events = await dial(gw)
         invite = await peer.receive("INVITE")
         peer.respond(invite, 180)
@@ -195,7 +169,7 @@ async def test_cancel_crossing_a_200_acks_and_hangs_up(pki, peer):
 
 
 async def test_ring_timeout_cancels_with_no_answer(pki, peer):
-    async with gateway(pki, peer, ring_timeout=0.3) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port, ring_timeout=0.3) as gw, asyncio.timeout(LIMIT):
         call, _media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         peer.respond(invite, 180)
@@ -219,7 +193,7 @@ async def test_ring_timeout_cancels_with_no_answer(pki, peer):
     ],
 )
 async def test_final_failures(pki, peer, status, failure):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         peer.respond(invite, status)
@@ -234,7 +208,10 @@ async def test_final_failures(pki, peer, status, failure):
 
 async def test_digest_retry_once_then_stop(pki, peer):
     challenge = 'Digest realm="carrier.test", nonce="n1", qop="auth", algorithm=SHA-256'
-    async with gateway(pki, peer, username="acct", password="pw") as gw, asyncio.timeout(LIMIT):
+    async with (
+        gateway_to(pki, peer.port, username="acct", password="pw") as gw,
+        asyncio.timeout(LIMIT),
+    ):
         call, _media, _events = await dial(gw)
         first = await peer.receive("INVITE")
         peer.respond(first, 407, headers=[("Proxy-Authenticate", challenge)])
@@ -262,7 +239,7 @@ async def test_digest_retry_once_then_stop(pki, peer):
 
 
 async def test_retransmitted_2xx_is_acked_again_and_a_fork_is_hung_up(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, _media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         ok = peer.ok_with_answer(invite)
@@ -282,7 +259,7 @@ async def test_retransmitted_2xx_is_acked_again_and_a_fork_is_hung_up(pki, peer)
 
 async def test_non_refresher_hangs_up_when_the_session_expires(pki, peer):
     """The peer takes the refresher role and never refreshes: we BYE at 90 - 30 s (scaled)."""
-    async with gateway(pki, peer, scale=0.01) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port, scale=0.01) as gw, asyncio.timeout(LIMIT):
         call, _media, _events = await dial(gw)
         invite = await peer.receive("INVITE")
         peer.ok_with_answer(invite, ("Session-Expires", "90;refresher=uas"), ("Require", "timer"))
@@ -298,7 +275,7 @@ async def test_non_refresher_hangs_up_when_the_session_expires(pki, peer):
 
 
 async def test_reinvite_from_the_carrier_keeps_our_keys_when_crypto_is_unchanged(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, events = await dial(gw)
         invite = await peer.receive("INVITE")
         answer, _ = peer.answer_sdp(invite.body)
@@ -351,7 +328,7 @@ async def test_unreachable_trunk(pki):
 async def test_no_response_at_all_is_unreachable(pki, peer):
     """Timer B (64*T1; T1 shortened here) fires without any response."""
     quick = SipEndpointConfig(timers=TimerSettings(t1=0.01))
-    async with gateway(pki, peer, endpoint_config=quick) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port, endpoint_config=quick) as gw, asyncio.timeout(LIMIT):
         call, _media, _events = await dial(gw)
         await peer.receive("INVITE")
         with pytest.raises(CallFailedError) as failure:
@@ -363,7 +340,7 @@ async def test_no_response_at_all_is_unreachable(pki, peer):
 async def test_untrusted_certificate_is_unreachable(pki):
     rogue = await RawPeer.start(pki, cert="rogue")
     try:
-        async with gateway(pki, rogue) as gw, asyncio.timeout(LIMIT):
+        async with gateway_to(pki, rogue.port) as gw, asyncio.timeout(LIMIT):
             call, _media, _events = await dial(gw)
             with pytest.raises(CallFailedError) as failure:
                 await call.wait_answered()
@@ -375,7 +352,7 @@ async def test_untrusted_certificate_is_unreachable(pki):
 
 
 async def test_offerless_reinvite_gets_our_sdp_and_the_answer_comes_in_the_ack(pki, peer):
-    async with gateway(pki, peer) as gw, asyncio.timeout(LIMIT):
+    async with gateway_to(pki, peer.port) as gw, asyncio.timeout(LIMIT):
         call, media, events = await dial(gw)
         invite = await peer.receive("INVITE")
         peer.ok_with_answer(invite)
