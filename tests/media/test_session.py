@@ -24,7 +24,7 @@ from sip_gateway.media.events import (
     RtcpReceived,
     SourceLatched,
 )
-from sip_gateway.media.g711 import G711Codec
+from sip_gateway.media.g711 import G711Codec, ulaw_encode
 from sip_gateway.media.rtcp import Bye, ReceiverReport, SenderReport, SourceDescription
 from sip_gateway.media.rtp import RtpPacket, is_rtcp
 from sip_gateway.media.session import MediaSession
@@ -216,9 +216,15 @@ def test_wire_is_srtp_not_g711() -> None:
     net.a.source = lambda n: tone(1000, n * 160)
     net.run(0.2)
     plain = tone(1000, 0)
-    for _, data, _ in rtp_sent(net.a):
+    # 1000 Hz at 8 kHz repeats every 8 samples: every frame is the same PCMU payload
+    pcmu = ulaw_encode(plain)
+    assert all(ulaw_encode(tone(1000, 160 * n)) == pcmu for n in range(10))
+    sent = rtp_sent(net.a)
+    assert len(sent) >= 9  # 50 packets a second for 0.2 s
+    for _, data, _ in sent:
         assert len(data) == 12 + 160 + 10
         assert plain.tobytes()[:160] not in data
+        assert pcmu[:16] not in data  # the G.711 payload itself never shows
 
 
 def test_comfort_silence_at_50_pps_when_idle() -> None:
