@@ -26,14 +26,14 @@ from typing import Protocol
 from sip_gateway.aio import SipEndpoint
 from sip_gateway.sip.auth import DigestClient
 from sip_gateway.sip.errors import RemoteProtocolError, SipError
-from sip_gateway.sip.headers import Headers, NameAddr
+from sip_gateway.sip.headers import NameAddr
 from sip_gateway.sip.message import SipRequest, SipResponse
 from sip_gateway.sip.uri import SipUri
 
 from .config import TrunkConfig
 from .errors import TrunkError
-from .leg import ALLOW, answer_challenge
-from .outbound import uri_host
+from .leg import answer_challenge
+from .outbound import out_of_dialog_request, uri_host
 
 __all__ = [
     "LivenessCounter",
@@ -123,29 +123,6 @@ def _our_aor(config: TrunkConfig) -> NameAddr:
     return NameAddr(uri=SipUri(user=config.username or "pstn-bridge", host=uri_host(config.domain)))
 
 
-def _out_of_dialog(
-    host: MonitorHost,
-    endpoint: SipEndpoint,
-    method: str,
-    *,
-    uri: SipUri,
-    to: NameAddr,
-    call_id: str,
-    from_tag: str,
-    seq: int,
-) -> SipRequest:
-    headers = Headers()
-    headers.add("Via", str(endpoint.make_via()))
-    headers.add("Max-Forwards", "70")
-    headers.add("From", str(_our_aor(host.config).with_tag(from_tag)))
-    headers.add("To", str(to))
-    headers.add("Call-ID", call_id)
-    headers.add("CSeq", f"{seq} {method}")
-    headers.add("Contact", str(host.contact(endpoint)))
-    headers.add("Allow", ALLOW)
-    return SipRequest(method=method, uri=uri, headers=headers)
-
-
 class OptionsMonitor:
     """OPTIONS keep-alive of one trunk (see the module docstring)."""
 
@@ -172,15 +149,15 @@ class OptionsMonitor:
             target = SipUri(
                 host=uri_host(config.host), port=config.port, params=(("transport", "tls"),)
             )
-            request = _out_of_dialog(
-                self.host,
+            request = out_of_dialog_request(
                 endpoint,
                 "OPTIONS",
                 uri=target,
-                to=NameAddr(uri=SipUri(host=uri_host(config.host))),
                 call_id=self.host.token(),
-                from_tag=self.host.token()[:12],
+                from_addr=_our_aor(config).with_tag(self.host.token()[:12]),
+                to=NameAddr(uri=SipUri(host=uri_host(config.host))),
                 seq=1,
+                contact=self.host.contact(endpoint),
             )
             request.headers.add("Accept", "application/sdp")
             response = await endpoint.request(request, timeout=config.options_timeout)
@@ -285,15 +262,15 @@ class Registration:
     ) -> SipRequest:
         config = self.host.config
         self._seq += 1
-        request = _out_of_dialog(
-            self.host,
+        request = out_of_dialog_request(
             endpoint,
             "REGISTER",
             uri=SipUri(host=uri_host(config.domain)),
+            from_addr=_our_aor(config).with_tag(self._from_tag),
             to=_our_aor(config),
             call_id=self._call_id,
-            from_tag=self._from_tag,
             seq=self._seq,
+            contact=self.host.contact(endpoint),
         )
         request.headers.add("Expires", str(expires))
         for name, value in extra:

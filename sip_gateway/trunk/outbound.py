@@ -58,7 +58,14 @@ from .state import (
     MediaPort,
 )
 
-__all__ = ["CallerPresentation", "OutboundCall", "OutboundHost", "present_caller"]
+__all__ = [
+    "CallerPresentation",
+    "OutboundCall",
+    "OutboundHost",
+    "out_of_dialog_request",
+    "present_caller",
+    "uri_host",
+]
 
 logger = logging.getLogger("sip_gateway.trunk")
 
@@ -119,6 +126,34 @@ def present_caller(config: TrunkConfig, caller: str | None) -> CallerPresentatio
 def uri_host(host: str) -> str:
     """A host for a URI: IPv6 addresses in brackets."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def out_of_dialog_request(
+    endpoint: SipEndpoint,
+    method: str,
+    *,
+    uri: SipUri,
+    from_addr: NameAddr,
+    to: NameAddr,
+    call_id: str,
+    seq: int,
+    contact: NameAddr,
+) -> SipRequest:
+    """A request outside any dialog (INVITE, OPTIONS, REGISTER) with the common headers.
+
+    Via (of ``endpoint``), Max-Forwards, From (``from_addr``, tagged), To, Call-ID, CSeq,
+    Contact and Allow, in that order; callers add the rest and the body.
+    """
+    headers = Headers()
+    headers.add("Via", str(endpoint.make_via()))
+    headers.add("Max-Forwards", "70")
+    headers.add("From", str(from_addr))
+    headers.add("To", str(to))
+    headers.add("Call-ID", call_id)
+    headers.add("CSeq", f"{seq} {method}")
+    headers.add("Contact", str(contact))
+    headers.add("Allow", ALLOW)
+    return SipRequest(method=method, uri=uri, headers=headers)
 
 
 class OutboundCall(CallLeg):
@@ -278,15 +313,17 @@ class OutboundCall(CallLeg):
         )
         caller = self.caller
         local = NameAddr(uri=SipUri(user=caller.from_user, host=uri_host(caller.from_host)))
-        headers = Headers()
-        headers.add("Via", str(endpoint.make_via()))
-        headers.add("Max-Forwards", "70")
-        headers.add("From", str(local.with_tag(self._from_tag)))
-        headers.add("To", str(NameAddr(uri=SipUri(user=self.number, host=uri_host(config.host)))))
-        headers.add("Call-ID", self.call_id)
-        headers.add("CSeq", f"{seq} INVITE")
-        headers.add("Contact", str(self.host.contact(endpoint)))
-        headers.add("Allow", ALLOW)
+        invite = out_of_dialog_request(
+            endpoint,
+            "INVITE",
+            uri=target,
+            from_addr=local.with_tag(self._from_tag),
+            to=NameAddr(uri=SipUri(user=self.number, host=uri_host(config.host))),
+            call_id=self.call_id,
+            seq=seq,
+            contact=self.host.contact(endpoint),
+        )
+        headers = invite.headers
         for name, value in self.timer.request_headers() if self.timer else []:
             headers.add(name, value)
         if caller.asserted is not None:
@@ -297,7 +334,8 @@ class OutboundCall(CallLeg):
             headers.add(name, value)
         headers.add("Content-Type", "application/sdp")
         assert self._offer is not None
-        return SipRequest(method="INVITE", uri=target, headers=headers, body=self._offer.to_bytes())
+        invite.body = self._offer.to_bytes()
+        return invite
 
     # -- responses -------------------------------------------------------------------
 
