@@ -49,7 +49,7 @@ from sip_gateway.sip.uri import AbsoluteUri, SipUri
 
 from .config import TrunkConfig
 from .errors import CallFailure, EndReason
-from .session_timer import SessionIntervalTooSmallError, SessionTimer, TimerAction
+from .session_timer import SessionTimer, TimerAction
 from .state import (
     CallEnded,
     CallEvent,
@@ -488,11 +488,7 @@ class CallLeg:
             if request.body:
                 answer, config = self._answer(parse_sdp(request.body))
             timer_headers = self.timer.answer(request, self._now()) if self.timer else []
-        except SdpError as exc:  # the old session stays (RFC 3261 14.2)
-            response = build_response(request, exc.status_code, exc.reason, headers=exc.headers)
-            endpoint.send_response(tid, response)
-            return
-        except (SessionIntervalTooSmallError, RemoteProtocolError) as exc:
+        except RemoteProtocolError as exc:  # SDP refused, 422...: the old session stays (14.2)
             endpoint.send_response(
                 tid, build_response(request, exc.status_code, exc.reason, headers=exc.headers)
             )
