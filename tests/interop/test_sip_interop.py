@@ -1,7 +1,9 @@
 """Interop of OUR SIP core (sip_gateway.sip, .sdp, .aio) against real peers on loopback.
 
-The code under test is :class:`tests.interop.ua.TestUserAgent`, a small UA built only on the
-public APIs: a SIP-TLS listener (UAS) and a verifying connector (UAC). The peers:
+The code under test is the product trunk (:class:`sip_gateway.trunk.TrunkGateway`) through
+:class:`tests.interop.ua.TestUserAgent`, a thin wrapper that records every core event and the
+final responses to our requests: a SIP-TLS listener (UAS) and verifying connectors (UAC). The
+peers:
 
 * SIPp (no TLS of its own) behind stunnel: in client mode stunnel verifies OUR certificate
   chain and IP SAN before SIPp's UAC scenarios reach our UAS; in server mode stunnel
@@ -143,7 +145,7 @@ async def test_sipp_invite_to_our_uas(ua, sipp_tls_uac):
     assert (crypto.tag, crypto.suite) == (1, SHA1_80)
     offered = CryptoAttribute.parse(f"1 {SHA1_80} inline:{SIPP_OFFER_KEY}")
     assert crypto.key_params[0].key_salt != offered.key_params[0].key_salt  # our own key
-    assert len(ua.dialogs) == 0  # the BYE ended the dialog
+    assert ua.open_calls == []  # the BYE ended the dialog
     # what SIPp received is the answer we built
     ok = result.messages().split("SIP/2.0 200 OK", 1)[1]
     assert f"a=crypto:1 {SHA1_80} inline:" in ok
@@ -168,7 +170,7 @@ async def test_sipp_plain_rtp_offer_gets_488(ua, sipp_tls_uac):
     branches = re.findall(r"^Via: SIP/2\.0/TLS \S+;branch=(\S+?);", messages, re.M)
     assert len(set(branches)) == 1, branches  # the ACK is in the INVITE transaction
     assert ua.methods() == ["INVITE"]  # a non-2xx ACK never reaches the TU
-    assert ua.answers == [] and len(ua.dialogs) == 0
+    assert ua.answers == [] and ua.open_calls == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +256,7 @@ async def test_our_uac_with_a_wrong_password_fails_once(ua, sipp_tls_uas):
     assert len(sent_requests(messages, "ACK")) == 2  # the core ACKs 401 and 403
     assert result.stats.failed == 1, result.describe()
     assert result.stats.successful == 0, result.describe()
-    assert len(ua.dialogs) == 0
+    assert ua.open_calls == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +283,7 @@ async def test_baresip_calls_our_uas(ua, baresip):
     (answer,) = ua.answers
     (crypto,) = answer.media[0].crypto
     assert crypto.suite in {c.suite for c in offer.media[0].crypto}
-    assert len(ua.dialogs) == 0
+    assert ua.open_calls == []
     wait_log(carrier.log, f"SRTP is Enabled (cryptosuite={crypto.suite})", timeout=2)
 
 
@@ -297,14 +299,14 @@ async def test_our_uas_hangs_up_on_baresip(ua, baresip):
         await ctrl.wait_event("CALL_CLOSED", timeout=5)
 
     assert bye.status_code == 200
-    (dialog, _inbound) = ua.inbound[0]
+    dialog = ua.inbound[0].dialog
     assert bye.cseq.seq == 1 and bye.cseq.method == "BYE"  # the UAS's first request
     assert isinstance(dialog.remote_target, SipUri)
     assert dialog.remote_target.port == carrier.tls_port
     (outbound,) = ua.connector.endpoints  # dialled to baresip's Contact, verified
     assert outbound.peer == ("127.0.0.1", carrier.tls_port)
     assert outbound.tls is not None and outbound.tls.peer_certificate_verified
-    assert len(ua.dialogs) == 0
+    assert ua.open_calls == []
 
 
 async def test_our_uac_calls_baresip_gateway(ua, baresip):

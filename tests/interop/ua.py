@@ -1,74 +1,63 @@
-"""A small SIP user agent for interop tests, built only on sip_gateway's public APIs.
+"""The interop tests' user agent: a thin wrapper over :class:`~sip_gateway.trunk.TrunkGateway`.
 
-Theory of operation: :class:`TestUserAgent` is one handler (:meth:`TestUserAgent.handle`)
-shared by a :class:`~sip_gateway.aio.SipTlsServer` (inbound calls) and a
-:class:`~sip_gateway.aio.SipTlsConnector` (outbound calls), plus one
-:class:`~sip_gateway.sip.dialog.DialogTable` for the dialogs of both roles.
+Theory of operation: the product's trunk does all the signaling (UAS: OPTIONS, screening,
+180/200 with an SDES answer, BYE; UAC: INVITE with an SDES offer, digest retry, ACK, BYE).
+This module only adds what the tests observe that the trunk API does not report:
 
-* UAS: OPTIONS gets 200. A new INVITE gets 100 (sent by the core's server transaction),
-  then 180 and 200 with an SDES answer from :func:`sip_gateway.sdp.answer_offer` (fresh
-  keys from ``secrets.token_bytes``); an offer the policy refuses gets the error's status
-  (488/400); a re-INVITE gets 488. ACKs are recorded; BYE ends its dialog with 200 (481
-  when there is none). Every other method gets 405.
-* UAC: :meth:`TestUserAgent.call` sends an INVITE with an SDES offer
-  (:func:`sip_gateway.sdp.build_offer`), answers 401/407 with a
-  :class:`~sip_gateway.sip.auth.DigestClient` and re-sends with CSeq + 1, checks the SDP
-  answer (:func:`sip_gateway.sdp.process_answer`) and ACKs the 2xx with
-  :meth:`Dialog.create_ack`. :meth:`TestUserAgent.hangup` sends the BYE.
+* :class:`ObservedGateway` records every core event of every connection (requests in
+  arrival order, ACKs included, and the messages the core refused) before dispatching it;
+* each connection's :meth:`~sip_gateway.aio.SipEndpoint.request` is wrapped to keep the
+  final responses to our requests (the trunk does not expose the BYE's answer).
 
-Everything the agent saw is kept for assertions: :attr:`TestUserAgent.received` (requests
-in arrival order, ACKs included), :attr:`TestUserAgent.answers` (SDP answers sent) and
-:attr:`TestUserAgent.rejected` (messages the core refused). Every wait is bounded.
+:meth:`TestUserAgent.listen` starts the listener of a gateway with one trunk accepting
+127.0.0.1; :meth:`TestUserAgent.call` dials through a gateway with one trunk to the target.
+Media ports are stubs announcing ``media_port`` (no media is sent or read). Every wait is
+bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
-from sip_gateway.aio import SipEndpoint, SipEndpointConfig, SipTlsConnector, SipTlsServer
-from sip_gateway.sdp import (
-    LocalMedia,
-    MediaConfig,
-    MediaProfile,
-    SdpError,
-    SdpSession,
-    answer_offer,
-    build_offer,
-    parse_sdp,
-    process_answer,
-)
-from sip_gateway.sip.auth import AuthError, DigestAccount, DigestClient
-from sip_gateway.sip.dialog import Dialog, DialogTable
-from sip_gateway.sip.errors import RemoteProtocolError
+from sip_gateway.aio import SipEndpoint, SipEndpointConfig, SipTlsConnector
+from sip_gateway.sdp import MediaConfig, MediaProfile, SdpSession
+from sip_gateway.sip.auth import DigestAccount
 from sip_gateway.sip.events import (
     AckReceived,
     CancelReceived,
     MessageRejected,
     RequestReceived,
-    ResponseReceived,
     SipEvent,
 )
-from sip_gateway.sip.headers import Headers, NameAddr
-from sip_gateway.sip.message import SipRequest, SipResponse, build_response
+from sip_gateway.sip.message import SipRequest, SipResponse
 from sip_gateway.sip.uri import SipUri, parse_uri
+from sip_gateway.trunk import (
+    Answer,
+    CallerIdRules,
+    CallLeg,
+    InboundCall,
+    OutboundCall,
+    RouteDecision,
+    TrunkConfig,
+    TrunkGateway,
+)
+from sip_gateway.trunk import CallFailedError as TrunkCallFailedError
 
-__all__ = ["ALLOW", "Call", "CallFailedError", "TestUserAgent"]
+__all__ = ["Call", "CallFailedError", "ObservedGateway", "TestUserAgent"]
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS"
-MAX_AUTH_ROUNDS = 2
-"""At most this many challenged INVITEs are answered (one per realm is the normal case)."""
-_CHALLENGE_HEADER = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}
+INBOUND = "inbound"
+"""The trunk that accepts 127.0.0.1 on the listener."""
 
 
 class CallFailedError(Exception):
     """An outbound call did not get established.
 
     Attributes:
-        status_code: the final status that ended it (None when no response was the cause).
+        status_code: the final status that ended it.
         invites_sent: how many INVITEs the attempt sent (re-sends after 401/407 included).
     """
 
@@ -80,30 +69,70 @@ class CallFailedError(Exception):
 
 @dataclass(eq=False, kw_only=True)
 class Call:
-    """An established outbound call."""
+    """An established outbound call: the trunk's leg and what it negotiated."""
 
+    leg: OutboundCall
+    media: MediaConfig
     endpoint: SipEndpoint
-    dialog: Dialog
     invite: SipRequest
     """The INVITE that got the 2xx (the last one sent)."""
-    response: SipResponse
-    """The 2xx."""
-    offer: SdpSession
-    media: MediaConfig
     invites_sent: int
     provisional: list[int] = field(default_factory=list)
     """Status codes of the 1xx responses seen for the INVITE, in order."""
 
 
+@dataclass(eq=False)
+class StubMediaPort:
+    """A :class:`~sip_gateway.trunk.MediaPort` that announces a port and records configs."""
+
+    port: int
+    applied: list[MediaConfig] = field(default_factory=list)
+    closed: bool = False
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def apply(self, config: MediaConfig) -> None:
+        self.applied.append(config)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ObservedGateway(TrunkGateway):
+    """A trunk gateway that shows every event and final response to a :class:`TestUserAgent`."""
+
+    def __init__(self, agent: TestUserAgent, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent = agent
+        for trunk in self.trunks.values():
+            trunk.connector.connect = self._observed_connect(trunk.connector)  # type: ignore[method-assign]
+
+    def _observed_connect(self, connector: SipTlsConnector) -> Any:
+        connect = connector.connect
+
+        async def observed(*args: Any, **kwargs: Any) -> SipEndpoint:
+            endpoint = await connect(*args, **kwargs)
+            self.agent.observe(endpoint)
+            return endpoint
+
+        return observed
+
+    def handle(self, endpoint: SipEndpoint, event: SipEvent, trunk: Any = None) -> None:
+        self.agent.record(endpoint, event)
+        super().handle(endpoint, event, trunk)
+
+
 class TestUserAgent:
-    """UAS and UAC over SIP-TLS for interop tests (see the module docstring).
+    """UAS and UAC over SIP-TLS for interop tests, on the product trunk (module docstring).
 
     Args:
         server_context: the listener's context (``sip_gateway.tls.server_context``).
-        client_context: the connector's context; it verifies every peer it dials.
+        client_context: the connectors' context; it verifies every peer they dial.
         media_port: the RTP port our SDP announces (no media is sent or read).
         user: the user part of our From and Contact URIs.
-        profile: the media policy of both roles.
+        profile: the media policy of both roles (codecs and SDES suites).
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -121,23 +150,49 @@ class TestUserAgent:
         self.user = user
         self.profile = profile or MediaProfile()
         self.media_port = media_port
-        self.dialogs = DialogTable()
         self.received: list[SipRequest] = []
-        self.answers: list[SdpSession] = []
-        self.inbound: list[tuple[Dialog, SipEndpoint]] = []
-        """Dialogs our UAS created, with the connection their INVITE came in on."""
         self.rejected: list[MessageRejected] = []
         self.events: list[SipEvent] = []
         """Every event of every connection, in order."""
         self.endpoints: list[SipEndpoint] = []
         """Every connection an event arrived on, in order of first event."""
+        self.inbound: list[InboundCall] = []
+        """Calls our UAS accepted, in order."""
+        self.exchanges: list[tuple[SipRequest, SipResponse]] = []
+        """Our requests and their final responses, in order of the responses."""
         self._server_context = server_context
-        self._config = config or SipEndpointConfig()
-        self._server: SipTlsServer | None = None
+        self._client_context = client_context
+        self._endpoint_config = config
         self._changed = asyncio.Event()
-        self._provisional: dict[tuple[str, int], list[int]] = {}
-        self.connector = SipTlsConnector(
-            self.handle, ssl_context=client_context, config=self._config
+        self._observed: set[SipEndpoint] = set()
+        self._port: int | None = None
+        self.gateway = self._gateway(self._trunk(INBOUND, "127.0.0.1", 5061))
+        self._gateways = [self.gateway]
+
+    # -- configuration ---------------------------------------------------------------
+
+    def _trunk(self, name: str, host: str, port: int, **kwargs: Any) -> TrunkConfig:
+        return TrunkConfig(
+            name=name,
+            host=host,
+            port=port,
+            allowed_sources=("127.0.0.1/32",),
+            caller_id=CallerIdRules(from_user=self.user),
+            codecs=tuple(codec.name for codec in self.profile.codecs),
+            crypto_suites=self.profile.crypto_suites,
+            options_interval=None,
+            **kwargs,
+        )
+
+    def _gateway(self, trunk: TrunkConfig) -> ObservedGateway:
+        contexts = {trunk.name: self._client_context} if self._client_context else {}
+        return ObservedGateway(
+            self,
+            [trunk],
+            route=self._route,
+            ssl_contexts=contexts,
+            endpoint_config=self._endpoint_config,
+            user=self.user,
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -145,27 +200,36 @@ class TestUserAgent:
     async def listen(self, port: int = 0, host: str = "127.0.0.1") -> int:
         """Start the SIP-TLS listener and return its port."""
         assert self._server_context is not None, "no server context"
-        self._server = await SipTlsServer.start(
-            host, port, self._server_context, self.handle, config=self._config
-        )
-        return self._server.port
+        server = await self.gateway.listen(host, port, self._server_context)
+        self._port = server.port
+        return server.port
 
     @property
     def port(self) -> int:
         """The listening port (the UA must be listening)."""
-        assert self._server is not None
-        return self._server.port
+        assert self._port is not None
+        return self._port
+
+    @property
+    def connector(self) -> SipTlsConnector:
+        """The connector of the inbound trunk (in-dialog requests of inbound calls)."""
+        return self.gateway.trunks[INBOUND].connector
+
+    @property
+    def open_calls(self) -> list[CallLeg]:
+        """Calls (both roles) whose dialog or attempt has not ended."""
+        return [leg for gateway in self._gateways for leg in gateway.calls]
+
+    @property
+    def answers(self) -> list[SdpSession]:
+        """The SDP answers our UAS sent, in order."""
+        return [call.local_sdp for call in self.inbound if call.local_sdp is not None]
 
     async def aclose(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - bounded close
-        """Close every connection (outbound and inbound) and the listener, bounded."""
-        self.connector.close()
-        if self._server is not None:
-            self._server.close()
+        """Close every gateway (connections and listener), bounded."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self.connector.wait_closed()
-                if self._server is not None:
-                    await self._server.wait_closed()
+                await asyncio.gather(*(gw.aclose() for gw in self._gateways))
 
     def methods(self) -> list[str]:
         """Methods of the requests received so far, in order."""
@@ -185,84 +249,55 @@ class TestUserAgent:
                 self._changed.clear()
                 await self._changed.wait()
 
-    # -- the handler (UAS side, and in-dialog requests on outbound connections) -------
+    # -- observation -----------------------------------------------------------------
 
-    def handle(self, endpoint: SipEndpoint, event: SipEvent) -> None:
-        """The :data:`~sip_gateway.aio.SipHandler` of every connection of this agent."""
+    def record(self, endpoint: SipEndpoint, event: SipEvent) -> None:
+        """Keep ``event`` (called by :class:`ObservedGateway` before dispatching it)."""
         self.events.append(event)
+        self.observe(endpoint)
         if endpoint not in self.endpoints:
             self.endpoints.append(endpoint)
-        if isinstance(event, RequestReceived):
+        if isinstance(event, RequestReceived | AckReceived | CancelReceived):
             self.received.append(event.request)
-            self._on_request(endpoint, event.transaction_id, event.request)
-        elif isinstance(event, AckReceived):
-            self.received.append(event.request)
-            with contextlib.suppress(RemoteProtocolError):
-                dialog = self.dialogs.match_request(event.request)
-                if dialog is not None:
-                    dialog.receive_request(event.request)
-        elif isinstance(event, CancelReceived):
-            self.received.append(event.request)
-        elif isinstance(event, ResponseReceived) and event.response.status_code < 200:
-            key = (event.response.call_id, event.response.cseq.seq)
-            self._provisional.setdefault(key, []).append(event.response.status_code)
         elif isinstance(event, MessageRejected):
             self.rejected.append(event)
         self._changed.set()
 
-    def _on_request(self, endpoint: SipEndpoint, tid: str, request: SipRequest) -> None:
-        if request.method == "OPTIONS":
-            response = build_response(
-                request,
-                200,
-                to_tag=_tag(),
-                headers=[("Allow", ALLOW), ("Accept", "application/sdp")],
-            )
-        elif request.method == "INVITE" and not request.to_addr.tag:
-            self._answer_invite(endpoint, tid, request)
+    def observe(self, endpoint: SipEndpoint) -> None:
+        """Record the final responses to the requests we send on ``endpoint``."""
+        if endpoint in self._observed:
             return
-        elif request.method == "INVITE":  # a re-INVITE: this agent never changes media
-            response = build_response(request, 488, headers=[("Allow", ALLOW)])
-        elif request.method == "BYE":
-            response = self._answer_bye(request)
-        else:
-            response = build_response(request, 405, headers=[("Allow", ALLOW)])
-        endpoint.send_response(tid, response)
+        self._observed.add(endpoint)
+        request = endpoint.request
 
-    def _answer_invite(self, endpoint: SipEndpoint, tid: str, request: SipRequest) -> None:
-        to_tag = _tag()
-        contact = self._contact(endpoint)
-        try:
-            offer = parse_sdp(request.body)
-            answer, _config = answer_offer(
-                offer, self.profile, self._local_media(), key_source=secrets.token_bytes
-            )
-        except SdpError as exc:
-            refusal = build_response(
-                request, exc.status_code, exc.reason, to_tag=to_tag, headers=exc.headers
-            )
-            endpoint.send_response(tid, refusal)
-            return
-        ringing = build_response(request, 180, to_tag=to_tag, headers=[("Contact", str(contact))])
-        endpoint.send_response(tid, ringing)
-        headers = [("Contact", str(contact)), ("Allow", ALLOW), ("Content-Type", "application/sdp")]
-        ok = build_response(request, 200, to_tag=to_tag, headers=headers, body=answer.to_bytes())
-        dialog = Dialog.for_uas(request, ok, local_contact=contact)
-        self.dialogs.add(dialog)
-        self.inbound.append((dialog, endpoint))
-        self.answers.append(answer)
-        endpoint.send_response(tid, ok)
+        async def observed(message: SipRequest, **kwargs: Any) -> SipResponse:
+            response = await request(message, **kwargs)
+            self.exchanges.append((message, response))
+            return response
 
-    def _answer_bye(self, request: SipRequest) -> SipResponse:
-        try:
-            dialog = self.dialogs.match_request(request)
-            if dialog is None:
-                raise RemoteProtocolError("BYE outside a dialog", status_code=481)
-            dialog.receive_request(request)
-        except RemoteProtocolError as exc:
-            return build_response(request, exc.status_code, exc.reason)
-        self.dialogs.remove(dialog.id)
-        return build_response(request, 200)
+        endpoint.request = observed  # type: ignore[method-assign]
+
+    def _last_response(self, method: str, call_id: str) -> SipResponse:
+        for request, response in reversed(self.exchanges):
+            if request.method == method and request.call_id == call_id:
+                return response
+        raise AssertionError(f"no response to {method} in call {call_id}")
+
+    # -- UAS -------------------------------------------------------------------------
+
+    async def _route(self, call: InboundCall) -> RouteDecision:
+        self.inbound.append(call)
+        return Answer(media=StubMediaPort(self.media_port))
+
+    async def hangup_inbound(self, index: int = -1, *, timeout: float = 5.0) -> SipResponse:  # noqa: ASYNC109
+        """Hang up a call our UAS answered (the last one by default); return the BYE's answer.
+
+        The trunk sends the BYE to the caller's Contact (RFC 3261 12.2.1.1).
+        """
+        call = self.inbound[index]
+        async with asyncio.timeout(timeout):
+            await call.hangup()
+        return self._last_response("BYE", call.call_id)
 
     # -- UAC -------------------------------------------------------------------------
 
@@ -271,181 +306,56 @@ class TestUserAgent:
         target: str,
         *,
         account: DigestAccount | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109 - per-request deadline
+        timeout: float = 10.0,  # noqa: ASYNC109 - bound of the whole attempt
     ) -> Call:
-        """Call ``target`` (a ``sip:`` URI with host and port) and establish the dialog.
+        """Call ``target`` (a ``sip:`` URI with host, port and an E.164 user) through a trunk.
 
         Raises:
-            CallFailedError: a final non-2xx response, credentials refused or unusable, or an
-                SDP answer our policy refuses (the call is then ACKed and hung up).
+            CallFailedError: the call was not answered, or its SDP answer was refused.
             SipConnectError: the TLS connection could not be made (or verified).
-            SipRequestTimeoutError: no final response within ``timeout`` seconds.
+            TimeoutError: no outcome within ``timeout`` seconds.
         """
         uri = parse_uri(target)
-        assert isinstance(uri, SipUri)
-        endpoint = await self.connector.connect(uri.host, uri.port or 5061)
-        offer = build_offer(self.profile, self._local_media(), key_source=secrets.token_bytes)
-        invite = self._invite(endpoint, uri, seq=1, offer=offer)
-        client = None
+        assert isinstance(uri, SipUri) and uri.user
+        credentials: dict[str, Any] = {}
         if account is not None:
-            client = DigestClient(account, cnonce_source=lambda: secrets.token_hex(8))
-        sent = 0
-        while True:
-            sent += 1
-            response = await endpoint.request(invite, timeout=timeout)
-            challenge = _CHALLENGE_HEADER.get(response.status_code)
-            if challenge is None or client is None or sent > MAX_AUTH_ROUNDS:
-                break
-            credentials = self._answer_challenge(client, invite, response, challenge, sent)
-            invite = self._invite(
-                endpoint, uri, seq=invite.cseq.seq + 1, offer=offer, like=invite, extra=credentials
-            )
-        if response.status_code >= 300:
-            after = " after digest authentication" if sent > 1 else ""
-            raise CallFailedError(
-                f"INVITE {target} failed{after}: {response.status_code} {response.reason}",
-                status_code=response.status_code,
-                invites_sent=sent,
-            )
-        return await self._confirm(endpoint, invite, response, offer, sent)
-
-    def _answer_challenge(
-        self,
-        client: DigestClient,
-        invite: SipRequest,
-        response: SipResponse,
-        header: str,
-        sent: int,
-    ) -> list[tuple[str, str]]:
-        previous = invite.headers.get_lines("Authorization")
-        previous += invite.headers.get_lines("Proxy-Authorization")
-        try:
-            return client.answer(
-                response.status_code,
-                response.headers.get_lines(header),
-                method="INVITE",
-                uri=str(invite.uri),
-                sent=previous,
-            )
-        except (AuthError, RemoteProtocolError) as exc:
-            raise CallFailedError(
-                f"cannot authenticate INVITE {invite.uri}: {exc}",
-                status_code=response.status_code,
-                invites_sent=sent,
-            ) from exc
-
-    async def _confirm(
-        self,
-        endpoint: SipEndpoint,
-        invite: SipRequest,
-        response: SipResponse,
-        offer: SdpSession,
-        sent: int,
-    ) -> Call:
-        dialog = Dialog.for_uac(invite, response, local_contact=self._contact(endpoint))
-        self.dialogs.add(dialog)
-        target_endpoint = await self._endpoint_for(dialog, endpoint)
-        target_endpoint.send_request(
-            dialog.create_ack(invite.cseq.seq, via=target_endpoint.make_via())
-        )
-        try:
-            media = process_answer(offer, parse_sdp(response.body), self.profile)
-        except SdpError as exc:
-            await self._bye(dialog, target_endpoint)
-            raise CallFailedError(
-                f"SDP answer refused ({exc.status_code}): {exc}",
-                status_code=None,
-                invites_sent=sent,
-            ) from exc
-        provisional = self._provisional.pop((invite.call_id, invite.cseq.seq), [])
+            credentials = {
+                "username": account.username,
+                "password": account.password,
+                "auth_realm": account.realm,
+            }
+        trunk = self._trunk("peer", uri.host.strip("[]"), uri.port or 5061, **credentials)
+        gateway = self._gateway(trunk)
+        self._gateways.append(gateway)
+        async with asyncio.timeout(timeout):
+            await gateway.trunk("peer").connect()  # a TLS failure raises SipConnectError here
+            leg = gateway.call("peer", uri.user, media=StubMediaPort(self.media_port))
+            try:
+                media = await leg.wait_answered()
+            except TrunkCallFailedError as exc:
+                raise self._failure(target, leg, exc) from exc
+        assert leg.endpoint is not None and leg.invite is not None
         return Call(
-            endpoint=target_endpoint,
-            dialog=dialog,
-            invite=invite,
-            response=response,
-            offer=offer,
+            leg=leg,
             media=media,
-            invites_sent=sent,
-            provisional=provisional,
+            endpoint=leg.endpoint,
+            invite=leg.invite,
+            invites_sent=leg.invites_sent,
+            provisional=list(leg.provisional),
+        )
+
+    @staticmethod
+    def _failure(target: str, leg: OutboundCall, exc: TrunkCallFailedError) -> CallFailedError:
+        after = " after digest authentication" if leg.invites_sent > 1 else ""
+        reason = leg.response.reason if leg.response is not None else exc.reason
+        return CallFailedError(
+            f"INVITE {target} failed{after}: {exc.status_code} {reason} ({exc.failure})",
+            status_code=exc.status_code,
+            invites_sent=leg.invites_sent,
         )
 
     async def hangup(self, call: Call, *, timeout: float = 5.0) -> SipResponse:  # noqa: ASYNC109
-        """Send BYE in the call's dialog and return the final response."""
-        return await self._bye(call.dialog, call.endpoint, timeout=timeout)
-
-    async def hangup_inbound(self, index: int = -1, *, timeout: float = 5.0) -> SipResponse:  # noqa: ASYNC109
-        """Send BYE in a dialog our UAS created (the last one by default).
-
-        The BYE goes to the caller's Contact (RFC 3261 12.2.1.1): over the connection the
-        INVITE came in on only when the connector already has one to that address, else
-        over a new, verified one.
-        """
-        dialog, endpoint = self.inbound[index]
-        return await self._bye(dialog, endpoint, timeout=timeout)
-
-    async def _bye(
-        self,
-        dialog: Dialog,
-        fallback: SipEndpoint,
-        *,
-        timeout: float = 5.0,  # noqa: ASYNC109
-    ) -> SipResponse:
-        endpoint = await self._endpoint_for(dialog, fallback)
-        bye = dialog.create_request("BYE", via=endpoint.make_via())
-        response = await endpoint.request(bye, timeout=timeout)
-        dialog.receive_response("BYE", response)
-        self.dialogs.remove(dialog.id)
-        return response
-
-    # -- building --------------------------------------------------------------------
-
-    async def _endpoint_for(self, dialog: Dialog, fallback: SipEndpoint) -> SipEndpoint:
-        """The connection to the dialog's remote target (the pool reuses the dialled one)."""
-        target = dialog.remote_target
-        if not isinstance(target, SipUri):
-            return fallback
-        return await self.connector.connect(target.host.strip("[]"), target.port or 5061)
-
-    def _invite(
-        self,
-        endpoint: SipEndpoint,
-        uri: SipUri,
-        *,
-        seq: int,
-        offer: SdpSession,
-        like: SipRequest | None = None,
-        extra: list[tuple[str, str]] | None = None,
-    ) -> SipRequest:
-        headers = Headers()
-        headers.add("Via", str(endpoint.make_via()))
-        headers.add("Max-Forwards", "70")
-        if like is None:
-            local = NameAddr(uri=parse_uri(f"sip:{self.user}@{endpoint.local[0]}"))
-            headers.add("From", str(local.with_tag(_tag())))
-            headers.add("To", str(NameAddr(uri=uri)))
-            headers.add("Call-ID", f"{secrets.token_hex(12)}@pstn-bridge.test")
-        else:
-            for name in ("From", "To", "Call-ID"):
-                headers.add(name, like.headers.get_lines(name)[0])
-        headers.add("CSeq", f"{seq} INVITE")
-        headers.add("Contact", str(self._contact(endpoint)))
-        headers.add("Allow", ALLOW)
-        headers.add("Content-Type", "application/sdp")
-        for name, value in extra or ():
-            headers.add(name, value)
-        return SipRequest(method="INVITE", uri=uri, headers=headers, body=offer.to_bytes())
-
-    def _contact(self, endpoint: SipEndpoint) -> NameAddr:
-        host, port = endpoint.local
-        if self._server is not None:
-            port = self._server.port
-        return NameAddr(uri=parse_uri(f"sip:{self.user}@{host}:{port};transport=tls"))
-
-    def _local_media(self) -> LocalMedia:
-        return LocalMedia(
-            address="127.0.0.1", port=self.media_port, session_id=secrets.randbelow(1 << 31)
-        )
-
-
-def _tag() -> str:
-    return secrets.token_hex(6)
+        """Hang the call up (BYE) and return the BYE's final response."""
+        async with asyncio.timeout(timeout):
+            await call.leg.hangup()
+        return self._last_response("BYE", call.leg.call_id)
