@@ -76,11 +76,6 @@ class OutboundStream:
         self._gap = 0
         self._marker = True
 
-    @property
-    def sending_digit(self) -> bool:
-        """Whether a digit is being sent or waits in the queue."""
-        return bool(self._event or self._digits)
-
     def push(self, pcm: Pcm) -> None:
         """Queue local audio (8 kHz ``int16`` samples, any length).
 
