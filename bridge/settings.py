@@ -32,14 +32,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 __all__ = [
     "CallerIdSettings",
     "CarrierSimSettings",
+    "DialPlanSettings",
     "HttpSettings",
+    "LimitsSettings",
     "LogSettings",
     "NodeSettings",
     "Settings",
     "SettingsError",
     "SipSettings",
+    "StoreSettings",
     "TlsSettings",
     "TrunkSettings",
+    "UsersSettings",
+    "WebRtcSettings",
     "load_settings",
 ]
 
@@ -225,6 +230,98 @@ class CarrierSimSettings(_Section):
         return self
 
 
+OpusComplexity = Annotated[int, Field(ge=0, le=10)]
+WebRtcCodec = Literal["opus", "PCMU", "PCMA"]
+
+
+class WebRtcSettings(_Section):
+    """The browser leg's media: ICE host addresses, STUN/TURN, codecs, Opus encoder."""
+
+    ice_addresses: tuple[str, ...] = Field(default=("127.0.0.1",), min_length=1)
+    stun_servers: tuple[str, ...] = ()
+    turn_servers: tuple[str, ...] = ()
+    turn_username: str | None = None
+    turn_password: SecretStr | None = None
+    codecs: tuple[WebRtcCodec, ...] = Field(default=("opus", "PCMU", "PCMA"), min_length=1)
+    opus_complexity: OpusComplexity = 5
+    opus_bitrate: int = Field(default=24000, ge=6000, le=128000)
+    max_remote_candidates: int = Field(default=32, ge=1, le=256)
+    connect_timeout: Seconds = 15.0
+
+    @field_validator("ice_addresses")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            _check_host(address)
+        return value
+
+    @field_validator("stun_servers", "turn_servers")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for server in value:
+            scheme, _, rest = server.partition(":")
+            if scheme not in ("stun", "turn", "turns") or not rest:
+                raise ValueError(f"{server!r} is not a stun:, turn: or turns: URL")
+        return value
+
+    @model_validator(mode="after")
+    def _turn_credentials(self) -> WebRtcSettings:
+        if self.turn_servers and (self.turn_username is None or self.turn_password is None):
+            raise ValueError("turn_servers need turn_username and turn_password")
+        return self
+
+
+class StoreSettings(_Section):
+    """The database of users (and, later, CDRs)."""
+
+    url: str | None = None
+
+
+class UsersSettings(_Section):
+    """Browser users: the demo user of the embedded defaults."""
+
+    demo_user: str | None = Field(default="demo", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    demo_did: str = Field(default="+15005550100", pattern=r"^\+[1-9][0-9]{5,14}$")
+
+
+E164Prefix = Annotated[str, Field(pattern=r"^\+[0-9]{0,15}$")]
+
+
+class DialPlanSettings(_Section):
+    """Outbound dial plan: E.164 normalisation, allowed and blocked prefixes, the trunk."""
+
+    country_code: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,2}$")
+    national_prefix: str = Field(default="0", pattern=r"^[0-9]{0,4}$")
+    international_prefix: str = Field(default="00", pattern=r"^[0-9]{0,4}$")
+    allowed_prefixes: tuple[E164Prefix, ...] = ("+",)
+    blocked_prefixes: tuple[E164Prefix, ...] = (
+        "+1900",
+        "+1976",
+        "+44871",
+        "+44872",
+        "+44873",
+        "+4490",
+        "+4491",
+        "+4498",
+        "+3389",
+        "+49900",
+        "+39899",
+        "+882",
+        "+883",
+    )
+    trunk: str | None = None
+
+
+class LimitsSettings(_Section):
+    """Toll-fraud and brute-force limits."""
+
+    max_concurrent_calls_per_user: int = Field(default=2, ge=1, le=1000)
+    max_calls_per_minute_per_user: int = Field(default=10, ge=1, le=10000)
+    auth_failures_before_block: int = Field(default=5, ge=1, le=1000)
+    auth_failure_window: Seconds = 60.0
+    auth_block_time: Seconds = 300.0
+
+
 class LogSettings(_Section):
     """Logging of the bridge process."""
 
@@ -247,6 +344,11 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     trunks: list[TrunkSettings] = Field(default_factory=_default_trunks)
     carrier_sim: CarrierSimSettings = CarrierSimSettings()
+    webrtc: WebRtcSettings = WebRtcSettings()
+    store: StoreSettings = StoreSettings()
+    users: UsersSettings = UsersSettings()
+    dialplan: DialPlanSettings = DialPlanSettings()
+    limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")
@@ -254,6 +356,8 @@ class Settings(BaseSettings):
         names = [trunk.name for trunk in self.trunks]
         if len(names) != len(set(names)):
             raise ValueError("trunk names must be unique")
+        if self.dialplan.trunk is not None and self.dialplan.trunk not in names:
+            raise ValueError(f"dialplan.trunk {self.dialplan.trunk!r} is not a configured trunk")
         return self
 
     @classmethod
