@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive as real peers (see ../shared/PEERS.md).
-DEB_PACKAGES := sip-tester stunnel4 baresip-core openssl
-DEB_COMMANDS := sipp stunnel baresip openssl
+DEB_PACKAGES := sip-tester stunnel4 baresip-core openssl chromium espeak-ng fonts-dejavu-core
+DEB_COMMANDS := sipp stunnel baresip openssl chromium espeak-ng
+# The dialer page's JsSIP, bundled from npm (package.json + package-lock.json); build output.
+JSSIP_BUNDLE := bridge/static/jssip.bundle.js
 
 .PHONY: run test lint format system-deps clean
 
@@ -15,7 +17,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e . --group test --group lint
 	touch $@
 
-run: $(STAMP)
+$(JSSIP_BUNDLE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	npm run --silent build
+	touch $@
+
+run: $(STAMP) $(JSSIP_BUNDLE)
 	$(VENV)/bin/pstn-bridge serve $(ARGS)
 
 system-deps:
@@ -43,8 +50,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) $(JSSIP_BUNDLE) system-deps lint
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules $(JSSIP_BUNDLE)

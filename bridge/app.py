@@ -67,10 +67,8 @@ __all__ = [
 
 log = logging.getLogger("bridge.app")
 
-_ROOT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pstn-bridge</title></head>
-<body><h1>pstn-bridge</h1><p>The dialer page arrives with the call layer.</p></body></html>
-"""
+STATIC_DIR = Path(__file__).with_name("static")
+"""The dialer page; ``jssip.bundle.js`` in it is built from npm by ``make run``/``make test``."""
 
 
 class StartupError(Exception):
@@ -347,8 +345,8 @@ async def _security_headers(
 _HSTS_KEY = web.AppKey("hsts_max_age", int)
 
 
-async def _root(request: web.Request) -> web.Response:
-    return web.Response(text=_ROOT_PAGE, content_type="text/html")
+async def _root(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
 
 
 async def _start_https(
@@ -359,6 +357,7 @@ async def _start_https(
     app = web.Application(middlewares=[_security_headers])
     app[_HSTS_KEY] = settings.http.hsts_max_age
     app.router.add_get("/", _root)
+    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     app.router.add_get(settings.http.websocket_path, websocket.handle)
     app.on_shutdown.append(websocket.on_shutdown)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
