@@ -206,6 +206,7 @@ class InboundCall(CallLeg):
         self._route_task: asyncio.Task[None] | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
         self._acked = False
+        self._early_answer: tuple[SdpSession, MediaConfig] | None = None
 
     # -- routing ---------------------------------------------------------------------
 
@@ -257,6 +258,43 @@ class InboundCall(CallLeg):
             self._advance(CallInput.PROVISIONAL)
             self._emit(CallRinging(call_id=self.call_id, status_code=180, early_media=False))
 
+    def progress(self, media: MediaPort) -> MediaConfig:
+        """Send 183 Session Progress with our SDP answer and start early media (once).
+
+        The later :meth:`answer` with the same ``media`` repeats this answer in its 200
+        (RFC 3261 13.2.1: without 100rel the 183's SDP is a preview of the answer).
+
+        Raises:
+            TrunkError: the call is no longer ringing.
+            SdpError: the offer cannot be answered (the call was refused with its status).
+        """
+        if self.state not in (CallState.CALLING, CallState.PROCEEDING):
+            if media is not self.media:
+                media.close()
+            raise TrunkError(
+                f"call {self.call_id} is {self.state}, cannot progress", status_code=481
+            )
+        if self._early_answer is not None:
+            return self._early_answer[1]
+        self.media = media
+        try:
+            answer, config = self._answer(self.offer)
+        except RemoteProtocolError as exc:
+            self._refuse(exc)
+            raise
+        contact = str(self.host.contact(self.endpoint_or_fail))
+        headers = [("Contact", contact), ("Allow", ALLOW), ("Content-Type", "application/sdp")]
+        response = build_response(
+            self.request, 183, to_tag=self._to_tag, headers=headers, body=answer.to_bytes()
+        )
+        self._early_answer = (answer, config)
+        self.local_sdp = answer
+        self._apply_media(config)
+        if self._send(response):
+            self._advance(CallInput.PROVISIONAL)
+            self._emit(CallRinging(call_id=self.call_id, status_code=183, early_media=True))
+        return config
+
     def reject(self, status_code: int = 480, reason: str | None = None) -> None:
         """Refuse the call with a final status (a no-op once answered or ended)."""
         if self.state not in (CallState.CALLING, CallState.PROCEEDING):
@@ -274,11 +312,15 @@ class InboundCall(CallLeg):
             SdpError: the offer cannot be answered (the call was refused with its status).
         """
         if self.state not in (CallState.CALLING, CallState.PROCEEDING):
-            media.close()
+            if media is not self.media:
+                media.close()
             raise TrunkError(f"call {self.call_id} is {self.state}, cannot answer", status_code=481)
-        self.media = media
         try:
-            answer, config = self._answer(self.offer)
+            if self._early_answer is not None and media is self.media:
+                answer, config = self._early_answer  # the 200 repeats the 183's answer
+            else:
+                self.media = media
+                answer, config = self._answer(self.offer)
             timer_headers = self.timer.answer(self.request, self._now()) if self.timer else []
         except RemoteProtocolError as exc:
             self._refuse(exc)

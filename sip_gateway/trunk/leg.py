@@ -55,6 +55,7 @@ from .state import (
     CallEvent,
     CallInput,
     CallState,
+    IcePort,
     MediaPort,
     MediaUpdated,
     SessionRefreshed,
@@ -239,6 +240,7 @@ class CallLeg:
             port=port,
             session_id=self._session_id,
             session_version=self._sdp_version,
+            ice=self.media.local_ice if isinstance(self.media, IcePort) else None,
         )
 
     def _apply_media(self, config: MediaConfig) -> bool:

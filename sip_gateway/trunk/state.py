@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from sip_gateway.sdp import MediaConfig
+from sip_gateway.sdp import IceParameters, MediaConfig
 from sip_gateway.sip.errors import LocalProtocolError
 
 from .errors import CallFailure, EndReason
@@ -33,6 +33,7 @@ __all__ = [
     "CallRinging",
     "CallState",
     "EarlyMediaStarted",
+    "IcePort",
     "MediaPort",
     "MediaUpdated",
     "SessionRefreshed",
@@ -110,6 +111,15 @@ def advance(state: CallState, event: CallInput) -> CallState:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise LocalProtocolError(f"call leg cannot take {event.value} in state {state}") from None
+
+
+@runtime_checkable
+class IcePort(Protocol):
+    """A media port that runs ICE (the WebRTC leg): its parameters go into our SDP."""
+
+    @property
+    def local_ice(self) -> IceParameters:
+        """Our ICE credentials and candidates."""
 
 
 class MediaPort(Protocol):
