@@ -1,11 +1,13 @@
 """Registrar for browser users (RFC 3261 section 10) behind digest authentication.
 
 Theory of operation: :meth:`Registrar.handle_register` takes a REGISTER received over
-WSS and returns the response to send: a 401 challenge (MD5 first, for JsSIP, then
-SHA-256, RFC 8760), a 403 for credentials that do not verify, or a 200 that lists the
-user's current bindings (JsSIP ignores a 200 that does not echo its Contact). Bindings
-live in memory with their expiry; time is an argument. Passwords are never seen here:
-the digest server checks responses against stored HA1 values.
+WSS and returns the response to send. Authentication is :class:`~bridge.auth.BrowserAuth`'s
+(a 401 challenge with MD5 first, for JsSIP, then SHA-256, RFC 8760; 403 for credentials
+that do not verify or a source blocked by the brute-force guard); an authenticated user
+may only register its own address of record (403 otherwise), and a 200 lists the user's
+current bindings (JsSIP ignores a 200 that does not echo its Contact). Bindings live in
+memory with their expiry; time is an argument. Passwords are never seen here: the digest
+server checks responses against stored HA1 values.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sip_gateway.sip.auth import AuthAccepted, AuthDenied, AuthFailure, DigestServer
+from sip_gateway.sip.auth import DigestServer
 from sip_gateway.sip.errors import RemoteProtocolError
 from sip_gateway.sip.headers import NameAddr
 from sip_gateway.sip.message import SipRequest, SipResponse, build_response
 from sip_gateway.sip.uri import SipUri
+
+from .auth import AuthGuard, BrowserAuth
 
 __all__ = ["Binding", "Registrar"]
 
@@ -42,8 +46,17 @@ class Binding:
 class Registrar:
     """Digest-protected bindings of browser users."""
 
-    def __init__(self, digest: DigestServer) -> None:
-        self._digest = digest
+    def __init__(self, auth: BrowserAuth | DigestServer) -> None:
+        """Create a registrar.
+
+        Args:
+            auth: the browser authenticator. A bare REGISTER digest server (what
+                ``bridge.app`` passed before :mod:`bridge.auth` existed) is wrapped in a
+                :class:`BrowserAuth` with a default :class:`AuthGuard`.
+        """
+        if isinstance(auth, DigestServer):
+            auth = BrowserAuth(auth, guard=AuthGuard())
+        self._auth = auth
         self._bindings: dict[str, dict[str, Binding]] = {}
 
     def bindings(self, user: str, now: float) -> list[Binding]:
@@ -52,27 +65,24 @@ class Registrar:
         self._bindings[user] = live
         return list(live.values())
 
-    def handle_register(self, request: SipRequest, *, now: float, peer: str) -> SipResponse:
+    def handle_register(
+        self, request: SipRequest, *, now: float, peer: str, source: str | None = None
+    ) -> SipResponse:
         """Authenticate a REGISTER and update the bindings.
 
         Args:
             request: the REGISTER.
             now: current time in seconds.
-            peer: the source address, for the log line of a failure.
+            peer: the source ``host:port``, for log lines.
+            source: the source IP address for the brute-force guard; by default the host
+                part of ``peer``.
 
         Raises:
             RemoteProtocolError: malformed credentials, Contact or Expires (400).
         """
-        outcome = self._digest.verify(
-            request.headers.get_all(self._digest.credentials_header),
-            method=request.method,
-            uri=str(request.uri),
-            now=now,
-            body=request.body,
-        )
-        if isinstance(outcome, AuthDenied):
-            return self._denied(request, outcome, peer)
-        assert isinstance(outcome, AuthAccepted)
+        outcome = self._auth.authenticate(request, source=source or _host(peer), now=now)
+        if isinstance(outcome, SipResponse):
+            return outcome
         user = _aor_user(request)
         if user != outcome.username:
             log.warning(
@@ -80,18 +90,6 @@ class Registrar:
             )
             return build_response(request, 403, "Forbidden")
         return self._update(request, user, now)
-
-    def _denied(self, request: SipRequest, outcome: AuthDenied, peer: str) -> SipResponse:
-        status = outcome.status_code
-        if outcome.reason is AuthFailure.BAD_CREDENTIALS:
-            status = 403  # wrong password after a challenge: refuse, do not loop
-        if outcome.reason not in (AuthFailure.NO_CREDENTIALS, AuthFailure.NONCE_STALE):
-            log.warning("REGISTER from %s refused: %s", peer, outcome.reason.value)
-        response = build_response(request, status, "Forbidden" if status == 403 else None)
-        if status != 403:
-            for name, value in outcome.headers:
-                response.headers.add(name, value)
-        return response
 
     def _update(self, request: SipRequest, user: str, now: float) -> SipResponse:
         default = _expires_header(request)
@@ -118,6 +116,14 @@ class Registrar:
             remaining = max(0, int(binding.expires_at - now))
             response.headers.add("Contact", f"<{binding.contact.uri}>;expires={remaining}")
         return response
+
+
+def _host(peer: str) -> str:
+    """The host of ``host:port`` (``[v6]:port`` and bare ``v6:port`` too)."""
+    host, sep, port = peer.rpartition(":")
+    if not sep or not port.isdigit():
+        return peer.strip("[]")
+    return host.strip("[]")
 
 
 def _aor_user(request: SipRequest) -> str:
