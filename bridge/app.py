@@ -10,6 +10,7 @@ returns a :class:`RunningBridge` to stop them. :func:`serve` runs until SIGINT/S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -33,7 +34,7 @@ from sip_gateway.carrier_sim import (
     run_carrier_sim,
 )
 from sip_gateway.devcerts import ensure_dev_pki
-from sip_gateway.sip.auth import DigestAlgorithm, DigestServer, DigestServerConfig, Ha1Lookup
+from sip_gateway.sip.auth import Ha1Lookup
 from sip_gateway.tls import (
     ClientAuth,
     TlsPolicyError,
@@ -43,17 +44,22 @@ from sip_gateway.tls import (
 from sip_gateway.trunk import (
     CallerIdRules,
     CallFailedError,
-    InboundCall,
-    Reject,
-    RouteDecision,
     TrunkConfig,
     TrunkGateway,
     TrunkStatusChanged,
 )
 
+from .auth import AuthGuard, AuthGuardConfig, BrowserAuth
+from .call.browser import BrowserProfile
+from .call.orchestrator import Orchestrator, OrchestratorConfig
+from .media.pipeline import PipelineConfig
+from .media.transcode import OpusEncoderConfig
+from .media.webrtc_leg import WebRtcLegConfig
 from .registrar import Registrar
+from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig
 from .settings import CarrierSimSettings, Settings, TrunkSettings
 from .signaling import Signaling
+from .users import Ha1Cache, UserStore, UserStoreError, ensure_demo_user, sqlite_url
 
 __all__ = [
     "RunningBridge",
@@ -84,7 +90,12 @@ class RunningBridge:
     http_runner: web.AppRunner
     https_port: int
     ca_file: Path | None
+    orchestrator: Orchestrator
+    store: UserStore
+    users: Ha1Cache
+    refresh_task: asyncio.Task[None]
     carrier_sim: CarrierSimulator | None = None
+    demo_password: str | None = None
 
     @property
     def sip_port(self) -> int:
@@ -92,11 +103,16 @@ class RunningBridge:
         return self.sip_server.port
 
     async def close(self) -> None:
-        """Stop accepting, close every connection and wait for them."""
+        """Hang up every call, stop accepting, close every connection and wait for them."""
+        await self.orchestrator.aclose()
         await self.http_runner.cleanup()
         await self.gateway.aclose()
         if self.carrier_sim is not None:
             await self.carrier_sim.aclose()
+        self.refresh_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.refresh_task
+        await self.store.aclose()
 
 
 async def serve(settings: Settings) -> None:
@@ -115,11 +131,27 @@ async def serve(settings: Settings) -> None:
         running.https_port,
         settings.http.websocket_path,
     )
+    _print_welcome(settings, running)
     try:
         await _until_signal(asyncio.Event().wait())
     finally:
         log.info("stopping")
         await running.close()
+
+
+def _print_welcome(settings: Settings, running: RunningBridge) -> None:
+    """Tell the person at the console where the dialer is (the demo password once)."""
+    url = f"https://{settings.http.listen_host}:{running.https_port}/"
+    lines = [f"dialer page: {url}"]
+    if running.ca_file is not None and settings.tls.cert_file is None:
+        lines.append(f"development CA (trust it in the browser): {running.ca_file}")
+    if running.demo_password is not None:
+        lines.append(
+            f"demo user created: {settings.users.demo_user} / {running.demo_password} "
+            f"(owns {settings.users.demo_did}; shown once, change it with "
+            f"`pstn-bridge user passwd {settings.users.demo_user}`)"
+        )
+    print("\n".join(lines), flush=True)  # the console, never the log: it holds a password
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -128,13 +160,13 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
-async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> RunningBridge:
+async def start(settings: Settings, *, lookup: Ha1Lookup | None = None) -> RunningBridge:
     """Start every listener the settings describe.
 
     Args:
         settings: validated settings.
-        users: HA1 lookup for browser users (the user database arrives with the call
-            layer); None means no user can register yet.
+        lookup: an HA1 lookup used instead of the user database (tests of the registrar
+            alone); None: the database's users.
 
     Raises:
         StartupError: certificates or ports are unusable.
@@ -162,24 +194,38 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
         max_write_buffer=settings.sip.max_connection_buffer,
         keepalive_interval=settings.sip.keepalive_interval or None,
     )
-    digest = DigestServer(
-        DigestServerConfig(realm=settings.sip.realm, secret=_digest_secret(var_dir)),
-        ha1_lookup=users or _no_users,
-        random_bytes=secrets.token_bytes,
-    )
+    store, users, demo_password = await _open_users(settings)
     loop = asyncio.get_running_loop()
+    limits = settings.limits
+    auth = BrowserAuth.for_realm(
+        settings.sip.realm,
+        _digest_secret(var_dir),
+        ha1_lookup=users.lookup if lookup is None else lookup,
+        random_bytes=secrets.token_bytes,
+        guard=AuthGuard(
+            AuthGuardConfig(
+                max_failures=limits.auth_failures_before_block,
+                window=limits.auth_failure_window,
+                block_time=limits.auth_block_time,
+            )
+        ),
+    )
     signaling = Signaling(
-        Registrar(digest),
+        Registrar(auth),
         clock=loop.time,
         tag_source=lambda: secrets.token_hex(8),
         node_id=settings.node.id,
     )
     gateway = TrunkGateway(
         _trunk_configs(settings, ca),
-        route=_no_route_yet,
+        route=None,
         endpoint_config=endpoint_config,
         on_status=_log_trunk_status,
     )
+    orchestrator = _orchestrator(settings, gateway, auth, users, signaling, loop.time)
+    gateway.route = orchestrator.route_inbound
+    signaling.orchestrator = orchestrator
+    refresh = loop.create_task(users.run_refresh(store, USERS_REFRESH), name="users refresh")
     try:
         sip_server = await gateway.listen(
             settings.sip.listen_host, settings.sip.listen_port, sip_ctx
@@ -201,7 +247,101 @@ async def start(settings: Settings, *, users: Ha1Lookup | None = None) -> Runnin
         ) from exc
     simulator = await _start_carrier_sim(settings, cert, key, ca)
     gateway.start()
-    return RunningBridge(sip_server, gateway, runner, https_port, ca, simulator)
+    return RunningBridge(
+        sip_server,
+        gateway,
+        runner,
+        https_port,
+        ca,
+        orchestrator,
+        store,
+        users,
+        refresh,
+        simulator,
+        demo_password,
+    )
+
+
+USERS_REFRESH = 5.0
+"""Seconds between reloads of the user database (``pstn-bridge user add`` takes effect)."""
+
+
+async def _open_users(settings: Settings) -> tuple[UserStore, Ha1Cache, str | None]:
+    url = settings.store.url or sqlite_url(settings.node.var_dir / "bridge.db")
+    settings.node.var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        store = await UserStore.open(url)
+        await store.create_schema()
+        demo = settings.users
+        password = None
+        if demo.demo_user:
+            password = await ensure_demo_user(
+                store, demo.demo_user, demo.demo_did, settings.sip.realm
+            )
+        users = Ha1Cache()
+        await users.refresh(store)
+    except UserStoreError as exc:
+        raise StartupError(f"user database: {exc}") from exc
+    return store, users, password
+
+
+def _orchestrator(
+    settings: Settings,
+    gateway: TrunkGateway,
+    auth: BrowserAuth,
+    users: Ha1Cache,
+    signaling: Signaling,
+    clock: Callable[[], float],
+) -> Orchestrator:
+    webrtc, plan, limits = settings.webrtc, settings.dialplan, settings.limits
+    pipeline = PipelineConfig(
+        webrtc=WebRtcLegConfig(
+            host_addresses=webrtc.ice_addresses,
+            stun_servers=webrtc.stun_servers,
+            turn_servers=webrtc.turn_servers,
+            turn_username=webrtc.turn_username,
+            turn_password=(
+                webrtc.turn_password.get_secret_value() if webrtc.turn_password else None
+            ),
+            max_remote_candidates=webrtc.max_remote_candidates,
+            connect_timeout=webrtc.connect_timeout,
+        ),
+        opus=OpusEncoderConfig(complexity=webrtc.opus_complexity, bitrate=webrtc.opus_bitrate),
+        gateway_host=settings.sip.listen_host,
+    )
+    trunk = plan.trunk or (settings.trunks[0].name if settings.trunks else "")
+    config = OrchestratorConfig(
+        trunk=trunk,
+        browser=BrowserProfile(
+            realm=settings.sip.realm,
+            codecs=webrtc.codecs,
+            max_remote_candidates=webrtc.max_remote_candidates,
+        ),
+        pipeline=pipeline,
+    )
+    return Orchestrator(
+        config,
+        gateway=gateway,
+        auth=auth,
+        dialplan=DialPlan(
+            DialPlanConfig(
+                country_code=plan.country_code,
+                national_prefix=plan.national_prefix,
+                international_prefix=plan.international_prefix,
+                allowed_prefixes=plan.allowed_prefixes,
+                blocked_prefixes=plan.blocked_prefixes,
+            )
+        ),
+        limits=CallLimits(
+            CallLimitsConfig(
+                max_concurrent=limits.max_concurrent_calls_per_user,
+                max_per_minute=limits.max_calls_per_minute_per_user,
+            )
+        ),
+        owner_of_did=users.owner_of_did,
+        contacts=signaling.contacts,
+        clock=clock,
+    )
 
 
 async def _start_carrier_sim(
@@ -280,18 +420,8 @@ def _trunk_config(trunk: TrunkSettings, dev_ca: Path | None) -> TrunkConfig:
     )
 
 
-async def _no_route_yet(call: InboundCall) -> RouteDecision:
-    """Inbound calls reach browsers once the call layer exists; until then: 480."""
-    log.info("inbound call to %s on trunk %s: no route to a browser yet", call.did, call.trunk.name)
-    return Reject(status_code=480)
-
-
 def _log_trunk_status(event: TrunkStatusChanged) -> None:
     log.info("trunk %s is %s", event.trunk, event.status.value)
-
-
-def _no_users(username: str, realm: str, algorithm: DigestAlgorithm) -> str | None:
-    return None
 
 
 def tls_material(settings: Settings) -> tuple[Path, Path, Path | None]:

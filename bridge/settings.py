@@ -280,7 +280,7 @@ class StoreSettings(_Section):
 class UsersSettings(_Section):
     """Browser users: the demo user of the embedded defaults."""
 
-    demo_user: str | None = Field(default="demo", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    demo_user: str = Field(default="demo", pattern=r"^[A-Za-z0-9._-]{0,64}$")  # "": none
     demo_did: str = Field(default="+15005550100", pattern=r"^\+[1-9][0-9]{5,14}$")
 
 

@@ -1,17 +1,20 @@
 """The bridge's transaction user for browsers: what it answers over SIP on WebSocket.
 
 Theory of operation: :class:`Signaling` receives the events of every browser connection
-(SIP over secure WebSocket, RFC 7118; carriers are served by the trunk gateway) and answers
-requests. For now it answers OPTIONS (keep-alive and capability queries), runs the registrar,
-refuses in-dialog requests for dialogs it does not know with 481 and new calls with
-480 (call routing comes with the call layer), and logs every refused request with the
-peer's address (malformed messages are logged by the transport that rejected them).
-An unexpected error while answering is logged and answered with 500; it never reaches
-the transport.
+(SIP over secure WebSocket, RFC 7118; carriers are served by the trunk gateway). It
+answers OPTIONS (keep-alive and capability queries) and runs the registrar, remembering
+which WebSocket each registered Contact lives on (RFC 7118 section 5: requests toward a
+browser go over its own connection; :meth:`Signaling.contacts`). Calls go to the
+:class:`~bridge.call.orchestrator.Orchestrator`: new INVITEs, and ACK, CANCEL, responses and
+in-dialog requests of known dialogs (481 for unknown ones). Without an orchestrator new
+calls get 480. Every refused request is logged with the peer's address (malformed
+messages are logged by the transport that rejected them). An unexpected error while
+answering is logged and answered with 500; it never reaches the transport.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -23,7 +26,9 @@ from sip_gateway.sip.events import (
     TransactionTimedOut,
 )
 from sip_gateway.sip.message import SipRequest, SipResponse, build_response
+from sip_gateway.sip.uri import AbsoluteUri, SipUri
 
+from .call.orchestrator import Orchestrator
 from .registrar import Registrar
 
 __all__ = ["ALLOWED_METHODS", "Signaling"]
@@ -49,11 +54,25 @@ class Signaling:
         self._clock = clock
         self._tag_source = tag_source
         self._server_header = f"pstn-bridge ({node_id})"
+        self.orchestrator: Orchestrator | None = None
+        """Handles calls (set by the app once it exists)."""
+        self._flows: dict[str, SipEndpoint] = {}
+
+    def contacts(self, user: str) -> list[tuple[SipUri | AbsoluteUri, SipEndpoint]]:
+        """The registered Contacts of ``user`` whose WebSocket is still open."""
+        found = []
+        for binding in self._registrar.bindings(user, self._clock()):
+            endpoint = self._flows.get(str(binding.contact.uri))
+            if endpoint is not None and not endpoint.is_closing:
+                found.append((binding.contact.uri, endpoint))
+        return found
 
     def handle(self, endpoint: SipEndpoint, event: SipEvent) -> None:
         """The :data:`SipHandler` given to every listener."""
         if isinstance(event, RequestReceived):
             self._request(endpoint, event)
+        elif self.orchestrator is not None and self.orchestrator.dialogs.handle(endpoint, event):
+            return
         elif isinstance(event, TransactionTimedOut):
             log.info(
                 "%s %s:%d transaction timed out (Timer %s)",
@@ -64,6 +83,8 @@ class Signaling:
 
     def _request(self, endpoint: SipEndpoint, event: RequestReceived) -> None:
         request = event.request
+        if self.orchestrator is not None and self._to_calls(endpoint, event):
+            return
         try:
             response = self._answer(endpoint, request)
         except RemoteProtocolError as exc:
@@ -81,6 +102,35 @@ class Signaling:
         except LocalProtocolError as exc:
             log.error("could not answer %s from %s:%d: %s", request.method, *endpoint.peer, exc)
 
+    def _to_calls(self, endpoint: SipEndpoint, event: RequestReceived) -> bool:
+        """Hand INVITEs and in-dialog requests to the orchestrator; True when handled."""
+        assert self.orchestrator is not None
+        request = event.request
+        try:
+            if request.to_addr.tag:
+                self.orchestrator.dialogs.in_dialog(endpoint, event.transaction_id, request)
+                return True
+            if request.method == "INVITE":
+                self.orchestrator.browser_invite(endpoint, event.transaction_id, request)
+                return True
+        except Exception:
+            log.exception("%s from %s:%d failed", request.method, *endpoint.peer)
+            with contextlib.suppress(LocalProtocolError):
+                endpoint.send_response(event.transaction_id, build_response(request, 500))
+            return True
+        return False
+
+    def _remember_flows(self, endpoint: SipEndpoint, request: SipRequest) -> None:
+        """After a 200 to REGISTER: which WebSocket each Contact is reached on."""
+        for contact in request.contacts:
+            key = str(contact.uri)
+            if contact.param("expires") == "0" or request.headers.get("Expires") == "0":
+                self._flows.pop(key, None)
+            else:
+                self._flows[key] = endpoint
+        for key in [k for k, e in self._flows.items() if e.is_closing]:
+            del self._flows[key]
+
     def _answer(self, endpoint: SipEndpoint, request: SipRequest) -> SipResponse:
         method = request.method
         if method == "OPTIONS":
@@ -90,7 +140,10 @@ class Signaling:
             return response
         if method == "REGISTER":
             peer = f"{endpoint.peer[0]}:{endpoint.peer[1]}"
-            return self._registrar.handle_register(request, now=self._clock(), peer=peer)
+            response = self._registrar.handle_register(request, now=self._clock(), peer=peer)
+            if response.status_code == 200:
+                self._remember_flows(endpoint, request)
+            return response
         if request.to_addr.tag or method in _IN_DIALOG:
             return build_response(request, 481)
         if method == "INVITE":

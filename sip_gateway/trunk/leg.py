@@ -42,7 +42,7 @@ from sip_gateway.sdp import (
 )
 from sip_gateway.sip.auth import AuthError, DigestClient
 from sip_gateway.sip.dialog import Dialog, DialogState
-from sip_gateway.sip.errors import RemoteProtocolError, SipError
+from sip_gateway.sip.errors import LocalProtocolError, RemoteProtocolError, SipError
 from sip_gateway.sip.headers import NameAddr, parse_name_addr
 from sip_gateway.sip.message import SipRequest, SipResponse, build_response
 from sip_gateway.sip.uri import AbsoluteUri, SipUri
@@ -123,6 +123,8 @@ class CallLeg:
         self.media = media
         self.on_event = on_event
         """Receives every :class:`CallEvent` of this leg (may be set after creation)."""
+        self.on_info: Callable[[SipRequest], None] | None = None
+        """Receives each in-dialog INFO (RFC 6086) before it is answered with 200."""
         self.state = CallState.CALLING
         self.dialog: Dialog | None = None
         self.endpoint: SipEndpoint | None = None
@@ -343,6 +345,27 @@ class CallLeg:
         self.dialog.receive_response(method, response)
         return endpoint, request, response
 
+    async def send_info(
+        self,
+        content_type: str,
+        body: bytes,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - per-request bound
+    ) -> int:
+        """Send an in-dialog INFO (RFC 6086) and return the status of its response.
+
+        Raises:
+            LocalProtocolError: the dialog is not confirmed.
+            SipError: the transport failed or timed out.
+            OSError: the connection failed.
+        """
+        if self.dialog is None or self.state is not CallState.CONFIRMED:
+            raise LocalProtocolError(f"call {self.call_id} is {self.state}: no INFO")
+        _, _, response = await self._request(
+            "INFO", headers=[("Content-Type", content_type)], body=body, timeout=timeout
+        )
+        return response.status_code
+
     def _send_ack(self, endpoint: SipEndpoint, invite: SipRequest) -> None:
         assert self.dialog is not None
         ack = self.dialog.create_ack(invite.cseq.seq, via=endpoint.make_via())
@@ -448,6 +471,11 @@ class CallLeg:
         elif method in ("INVITE", "UPDATE"):
             self._answer_offer_request(endpoint, tid, request)
         elif method in ("OPTIONS", "INFO"):
+            if method == "INFO" and self.on_info is not None:
+                try:
+                    self.on_info(request)
+                except Exception:
+                    logger.exception("call %s: INFO handler failed", self.call_id)
             endpoint.send_response(tid, build_response(request, 200, headers=[("Allow", ALLOW)]))
         else:
             endpoint.send_response(tid, build_response(request, 405, headers=[("Allow", ALLOW)]))

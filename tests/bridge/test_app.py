@@ -15,20 +15,15 @@ import pytest
 
 from bridge.app import RunningBridge, start
 from bridge.settings import Settings
-from sip_gateway.sip.auth import DigestAccount, DigestAlgorithm, DigestClient, compute_ha1
+from sip_gateway.sip.auth import DigestAccount, DigestClient
 from sip_gateway.sip.headers import Headers
 from sip_gateway.sip.message import SipRequest, SipResponse, parse_message
 from sip_gateway.sip.uri import parse_uri
 from sip_gateway.tls import TlsClientConfig, client_context
+from tests.userdb import add_users
 
 REALM = "pstn-bridge"
 PASSWORD = "correct horse battery staple"
-
-
-def _users(user: str, realm: str, algorithm: DigestAlgorithm) -> str | None:
-    if user != "alice" or realm != REALM:
-        return None
-    return compute_ha1("alice", REALM, PASSWORD, algorithm)
 
 
 @dataclass
@@ -51,9 +46,11 @@ async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
             "node": {"var_dir": tmp_path / "var"},
             "sip": {"listen_port": 0},
             "http": {"listen_port": 0},
+            "users": {"demo_user": ""},
         }
     )
-    running = await start(settings, users=_users)
+    await add_users(settings, [("alice", PASSWORD, ())])
+    running = await start(settings)
     assert running.ca_file is not None
     try:
         yield Bridge(running, running.ca_file)

@@ -1,0 +1,453 @@
+"""Creating, routing and ending bridged calls.
+
+Theory of operation:
+
+* Outbound (:meth:`Orchestrator.browser_invite`): a browser's INVITE is authenticated
+  (407 challenge, 403), its number routed by the dial plan (484/403), the user's limits
+  checked, its offer screened (488: no fingerprint, too many candidates, no codec). Then a
+  :class:`~bridge.call.call.Call` is made: the browser leg answers through the trunk
+  package's ``InboundCall``; media is opened (ICE gathering, gateway RTP port); the
+  configured trunk is dialled. Every refusal is logged, counted and kept as a record.
+* Inbound (:meth:`Orchestrator.route_inbound`, the trunk gateway's routing callback): the
+  DID's owner is looked up (404), their registered browser connections are found (480),
+  every one of them is rung in parallel with our DTLS-SRTP offer, the first to answer wins
+  and the others are cancelled; then the carrier gets our SDES answer. A decline is 603.
+* A browser whose WebSocket drops is hung up on the trunk at once.
+
+The orchestrator holds the active calls; the counters go to ops (next issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import urllib.parse
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sip_gateway.aio import SipEndpoint
+from sip_gateway.sdp import SdpSession
+from sip_gateway.sip.errors import RemoteProtocolError, SipError
+from sip_gateway.sip.message import SipRequest, SipResponse, build_response
+from sip_gateway.sip.uri import AbsoluteUri, SipUri
+from sip_gateway.trunk import (
+    Answer,
+    CallFailedError,
+    CallFailure,
+    InboundCall,
+    Reject,
+    RouteDecision,
+    ScreenedInvite,
+    TrunkGateway,
+)
+
+from ..auth import AuthOk, BrowserAuth
+from ..media.pipeline import CallMedia, PipelineConfig, WebRtcPort
+from ..media.webrtc_leg import WebRtcLegError
+from ..routing import CallLimits, DialPlan, RoutingError
+from ..security import SecurityRecord
+from .browser import (
+    BrowserDialogs,
+    BrowserHost,
+    BrowserInvite,
+    BrowserProfile,
+    screen_browser_invite,
+)
+from .call import Call
+from .errors import CallRefusedError, EndReason, failure_status
+from .state import CallTransition
+
+__all__ = ["BrowserContacts", "Orchestrator", "OrchestratorConfig"]
+
+log = logging.getLogger("bridge.call")
+
+BrowserContacts = Callable[[str], list[tuple[SipUri | AbsoluteUri, SipEndpoint]]]
+"""The registered, connected browsers of a user: (Contact URI, its WebSocket)."""
+RECENT_REFUSALS = 200
+_DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrchestratorConfig:
+    """How calls are made.
+
+    Attributes:
+        trunk: the trunk that carries outbound calls.
+        browser: the browser legs' settings.
+        pipeline: the media settings.
+    """
+
+    trunk: str
+    browser: BrowserProfile
+    pipeline: PipelineConfig
+
+
+class Orchestrator:
+    """Creates, routes and ends calls (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: OrchestratorConfig,
+        *,
+        gateway: TrunkGateway,
+        auth: BrowserAuth,
+        dialplan: DialPlan,
+        limits: CallLimits,
+        owner_of_did: Callable[[str], str | None],
+        contacts: BrowserContacts,
+        clock: Callable[[], float],
+        on_transition: Callable[[CallTransition], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.auth = auth
+        self.dialplan = dialplan
+        self.limits = limits
+        self.dialogs = BrowserDialogs()
+        self.calls: dict[str, Call] = {}
+        self.ended: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.recent_refusals: deque[SecurityRecord] = deque(maxlen=RECENT_REFUSALS)
+        self._owner_of_did = owner_of_did
+        self._contacts = contacts
+        self._clock = clock
+        self._on_transition = on_transition
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- outbound: a browser dials --------------------------------------------------------
+
+    def browser_invite(self, endpoint: SipEndpoint, tid: str, request: SipRequest) -> None:
+        """A new INVITE from a browser (outside any dialog)."""
+        peer = endpoint.peer[0]
+        outcome = self.auth.authenticate(request, source=peer, now=self._clock())
+        if isinstance(outcome, SipResponse):
+            endpoint.send_response(tid, outcome)
+            return
+        user = outcome.username
+        try:
+            number, offer = self._admit(request, outcome)
+        except CallRefusedError as exc:
+            self._refuse(endpoint, tid, request, user, exc)
+            return
+        except RemoteProtocolError as exc:
+            refusal = CallRefusedError(
+                str(exc),
+                sip_status=exc.status_code,
+                reason=exc.reason,
+                end_reason=EndReason.ENCRYPTION_REFUSED
+                if exc.status_code == 488
+                else EndReason.REJECTED,
+            )
+            self._refuse(endpoint, tid, request, user, refusal, headers=exc.headers)
+            return
+        self._start_outbound(endpoint, tid, request, user, number, offer)
+
+    def _admit(self, request: SipRequest, auth: AuthOk) -> tuple[str, SdpSession]:
+        dialed = _dialed(request)
+        try:
+            number = self.dialplan.route(dialed)
+        except RoutingError as exc:
+            raise CallRefusedError(
+                str(exc),
+                sip_status=exc.sip_status,
+                reason=exc.reason,
+                end_reason=EndReason.POLICY_REFUSED,
+            ) from None
+        offer = screen_browser_invite(request, self.config.browser)
+        return number, offer
+
+    def _refuse(
+        self,
+        endpoint: SipEndpoint,
+        tid: str,
+        request: SipRequest,
+        user: str,
+        exc: CallRefusedError,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        log.info(
+            "call from %s (%s) refused: %d %s",
+            user,
+            "{}:{}".format(*endpoint.peer),
+            exc.sip_status,
+            exc,
+        )
+        self.refused[str(exc.end_reason)] += 1
+        record = SecurityRecord(
+            call_id=f"c-{request.call_id[:40]}",
+            direction="outbound",
+            from_party=user,
+            to_party=_dialed(request)[:32],
+            webrtc_tls=endpoint.tls,
+            reaches_pstn=False,
+        )
+        record.refuse(str(exc.end_reason), str(exc))
+        record.freeze(str(exc.end_reason))
+        self.recent_refusals.append(record)
+        response = build_response(request, exc.sip_status, exc.reason, headers=headers)
+        endpoint.send_response(tid, response)
+
+    def _start_outbound(
+        self,
+        endpoint: SipEndpoint,
+        tid: str,
+        request: SipRequest,
+        user: str,
+        number: str,
+        offer: SdpSession,
+    ) -> None:
+        try:
+            ticket = self.limits.admit(user, self._clock())
+        except RoutingError as exc:
+            refusal = CallRefusedError(
+                str(exc),
+                sip_status=exc.sip_status,
+                reason=exc.reason,
+                end_reason=EndReason.LIMIT_REACHED,
+            )
+            self._refuse(endpoint, tid, request, user, refusal)
+            return
+        call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{request.call_id[:12]}"
+        record = SecurityRecord(
+            call_id=call_id,
+            direction="outbound",
+            from_party=user,
+            to_party=number,
+            webrtc_tls=endpoint.tls,
+        )
+        media = CallMedia(self.config.pipeline)
+        call = Call(
+            call_id=call_id,
+            direction="outbound",
+            user=user,
+            media=media,
+            record=record,
+            browser_endpoint=endpoint,
+            on_transition=self._transition,
+            on_end=lambda ended: self._ended(ended, lambda: self.limits.release(ticket)),
+        )
+        host = BrowserHost(self.config.browser, endpoint, self.dialogs, ())
+        screened = ScreenedInvite(did=number, caller=user, offer=offer)
+        browser = InboundCall(
+            host, endpoint=endpoint, transaction_id=tid, request=request, screened=screened
+        )
+        browser.on_event = call.browser_event
+        browser.on_info = lambda info: self._browser_info(call, info)
+        call.browser = browser
+        self.dialogs.pending(browser)
+        self.calls[call_id] = call
+        log.info("call %s: %s dials %s", call_id, user, number)
+        call.spawn(self._dial(call, host, browser, number), "dial")
+        call.spawn(self._watch_browser(call, endpoint), "watch browser")
+
+    async def _dial(self, call: Call, host: BrowserHost, browser: InboundCall, number: str) -> None:
+        try:
+            await call.media.open()
+            port = await call.media.new_webrtc_port(controlling=False)
+        except (OSError, WebRtcLegError) as exc:
+            log.warning("call %s: media could not be set up: %s", call.call_id, exc)
+            browser.reject(503, "Media Unavailable")
+            return
+        host.profile = self.config.browser.media_profile(port.leg.fingerprints)
+        if call.end_reason is not None:
+            await call.media.aclose()
+            return
+        try:
+            leg = self.gateway.call(
+                self.config.trunk,
+                number,
+                media=call.media.gateway_port,
+                caller=call.user,
+                on_event=call.gateway_event,
+            )
+        except (SipError, ValueError) as exc:
+            log.warning(
+                "call %s: trunk %s refused the call: %s", call.call_id, self.config.trunk, exc
+            )
+            browser.reject(503)
+            return
+        call.gateway = leg
+
+    async def _watch_browser(self, call: Call, endpoint: SipEndpoint) -> None:
+        await endpoint.wait_closed()
+        if call.end_reason is None:
+            log.info("call %s: the browser's WebSocket closed; hanging up", call.call_id)
+            await call.hangup(EndReason.BROWSER_GONE)
+
+    def _browser_info(self, call: Call, request: SipRequest) -> None:
+        kind = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        digit, duration = None, 100
+        text = request.body.decode("ascii", "replace")
+        if kind == "application/dtmf-relay":
+            for line in text.splitlines():
+                name, _, value = line.partition("=")
+                if name.strip().lower() == "signal":
+                    digit = value.strip().upper()
+                elif name.strip().lower() == "duration" and value.strip().isdigit():
+                    duration = int(value.strip()[:5])
+        elif kind == "application/dtmf":
+            digit = text.strip().upper()
+        if digit is not None and digit in _DTMF_DIGITS:
+            call.media.send_digit_to_gateway(digit, duration, via="info")
+
+    # -- inbound: a carrier calls a DID ---------------------------------------------------
+
+    async def route_inbound(self, carrier: InboundCall) -> RouteDecision:
+        """The trunk gateway's routing callback."""
+        owner = self._owner_of_did(carrier.did)
+        if owner is None:
+            log.info(
+                "inbound call %s to %s: no user owns this number", carrier.call_id, carrier.did
+            )
+            self.refused["unknown-did"] += 1
+            return Reject(status_code=404)
+        browsers = self._contacts(owner)
+        if not browsers:
+            log.info(
+                "inbound call %s to %s: %s has no registered browser",
+                carrier.call_id,
+                carrier.did,
+                owner,
+            )
+            self.refused[str(EndReason.NO_BROWSER)] += 1
+            return Reject(status_code=480)
+        call = self._inbound_call(carrier, owner)
+        try:
+            await call.media.open()
+        except OSError as exc:
+            log.warning("call %s: no gateway media port: %s", call.call_id, exc)
+            return Reject(status_code=503)
+        carrier.on_event = call.gateway_event
+        call.gateway = carrier
+        carrier.ring()
+        try:
+            winner = await self._ring_browsers(call, owner, browsers)
+        except CallFailedError as exc:
+            status, _reason = failure_status(exc.failure, exc.status_code)
+            call.status_code = status
+            return Reject(status_code=status)
+        call.browser = winner
+        return Answer(media=call.media.gateway_port, ring=False, on_event=call.gateway_event)
+
+    def _inbound_call(self, carrier: InboundCall, owner: str) -> Call:
+        call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{carrier.call_id[:12]}"
+        record = SecurityRecord(
+            call_id=call_id, direction="inbound", from_party=carrier.caller, to_party=carrier.did
+        )
+        media = CallMedia(self.config.pipeline)
+        call = Call(
+            call_id=call_id,
+            direction="inbound",
+            user=owner,
+            media=media,
+            record=record,
+            browser_endpoint=None,
+            on_transition=self._transition,
+            on_end=lambda ended: self._ended(ended, None),
+        )
+        self.calls[call_id] = call
+        return call
+
+    async def _ring_browsers(
+        self, call: Call, owner: str, browsers: list[tuple[SipUri | AbsoluteUri, SipEndpoint]]
+    ) -> BrowserInvite:
+        forks: list[tuple[BrowserInvite, WebRtcPort]] = []
+        try:
+            for uri, endpoint in browsers:
+                port = await call.media.new_webrtc_port(controlling=True)
+                host = BrowserHost(
+                    self.config.browser, endpoint, self.dialogs, port.leg.fingerprints
+                )
+                assert isinstance(call.gateway, InboundCall)
+                fork = BrowserInvite(
+                    host, user=owner, contact=uri, caller=call.gateway.caller, media=port
+                )
+                self.dialogs.track(fork)
+                fork.start()
+                forks.append((fork, port))
+            winner, port = await _first_answer(forks)
+        except BaseException:
+            for fork, _port in forks:
+                fork.cancel()
+            raise
+        for fork, _port in forks:
+            if fork is not winner:
+                fork.cancel()
+        await call.media.choose_webrtc(port)
+        call.browser_endpoint = winner.endpoint
+        call.record.webrtc_tls = winner.endpoint.tls if winner.endpoint is not None else None
+        call.record.webrtc_codec = call.media.webrtc_codec
+        winner.on_event = call.browser_event
+        if winner.endpoint is not None:
+            call.spawn(self._watch_browser(call, winner.endpoint), "watch browser")
+        return winner
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _transition(self, transition: CallTransition) -> None:
+        if self._on_transition is not None:
+            self._on_transition(transition)
+
+    def _ended(self, call: Call, release: Callable[[], None] | None) -> None:
+        self.calls.pop(call.call_id, None)
+        self.ended[str(call.end_reason)] += 1
+        if release is not None:
+            release()
+
+    @property
+    def active(self) -> int:
+        """Calls not over yet."""
+        return len(self.calls)
+
+    async def aclose(self) -> None:
+        """Hang up every call (shutdown)."""
+        calls = list(self.calls.values())
+        for call in calls:
+            with contextlib.suppress(Exception):
+                await call.hangup(EndReason.SHUTDOWN)
+
+
+async def _first_answer(
+    forks: list[tuple[BrowserInvite, WebRtcPort]],
+) -> tuple[BrowserInvite, WebRtcPort]:
+    """The first fork to answer; CallFailedError (the most telling failure) when none does."""
+    waiting = {asyncio.ensure_future(fork.wait_answered()): (fork, port) for fork, port in forks}
+    failures: list[CallFailedError] = []
+    try:
+        while waiting:
+            done, _pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                fork, port = waiting.pop(future)
+                exc = future.exception()
+                if exc is None:
+                    return fork, port
+                if isinstance(exc, CallFailedError):
+                    failures.append(exc)
+    finally:
+        for future in waiting:
+            future.cancel()
+    raise _most_telling(failures)
+
+
+def _most_telling(failures: list[CallFailedError]) -> CallFailedError:
+    """A decline (603) or busy (486) says more than a timeout or an error."""
+    for code in (603, 486, 600):
+        for failure in failures:
+            if failure.status_code == code:
+                return failure
+    if failures:
+        return failures[0]
+    return CallFailedError(
+        "nobody answered", failure=CallFailure.NO_ANSWER, status_code=480, reason="no answer"
+    )
+
+
+def _dialed(request: SipRequest) -> str:
+    uri = request.uri
+    user = uri.user if isinstance(uri, SipUri) and uri.user else None
+    if user is None and isinstance(request.to_addr.uri, SipUri):
+        user = request.to_addr.uri.user
+    return urllib.parse.unquote(user or "")
