@@ -1,24 +1,36 @@
 """The ``pstn-bridge`` command.
 
 Theory of operation: argument parsing only. Each sub-command loads settings through
-:mod:`bridge.settings` and hands them to :mod:`bridge.app`; errors in the configuration
-are printed (naming the option) and end the process with status 2.
+:mod:`bridge.settings` and hands them to :mod:`bridge.app` (``serve``, ``carrier-sim``) or
+to :mod:`bridge.users` (``user add|list|remove|passwd``, on the database of ``store.url``,
+by default ``<node.var_dir>/bridge.db``, with the realm ``sip.realm``). Exit status: 0 on
+success, 1 when the request is refused (a user exists or is unknown, a DID is taken, a
+name, DID or password is not acceptable) with a one-line message, 2 when the
+configuration or the database is unusable (the message names the option or the problem).
+Passwords are read from stdin (``--password-stdin``) or a terminal prompt, or generated
+and printed once; they are never written anywhere else.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from bridge.settings import CarrierSimSettings, Settings, SettingsError, load_settings
 
+if TYPE_CHECKING:
+    from bridge.users import UserInfo, UserStore
+
 __all__ = ["main"]
 
+EXIT_REFUSED = 1
 EXIT_CONFIG = 2
 
 
@@ -36,7 +48,38 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML configuration file (default: the embedded development defaults)",
     )
     _add_carrier_sim(sub)
+    _add_user(sub)
     return parser
+
+
+def _add_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    user = sub.add_parser("user", help="manage browser users (digest HA1s and their DIDs)")
+    commands = user.add_subparsers(dest="user_command", required=True)
+    add = commands.add_parser(
+        "add",
+        help="create a user",
+        description="Create a browser user. Without --password-stdin the password is asked "
+        "on a terminal (empty: generate one), or generated and printed once.",
+    )
+    add.add_argument("name", help="user name (letters, digits, '.', '_', '-')")
+    add.add_argument(
+        "--did",
+        action="append",
+        default=[],
+        metavar="E164",
+        help="a number that reaches this user (+CC...; repeatable)",
+    )
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    listing = commands.add_parser("list", help="list users and their DIDs")
+    remove = commands.add_parser("remove", help="delete a user and release its DIDs")
+    remove.add_argument("name")
+    passwd = commands.add_parser("passwd", help="set a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin"
+    )
+    for command in (add, listing, remove, passwd):
+        command.add_argument("--config", type=Path, default=None, help="TOML configuration file")
 
 
 def _add_carrier_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config)
     if args.command == "carrier-sim":
         return _carrier_sim(args)
+    if args.command == "user":
+        return _user(args)
     return 1  # pragma: no cover - argparse requires a known command
 
 
@@ -161,6 +206,120 @@ def _host_port(text: str, option: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise SettingsError(f"option {option}: expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+class _RefusedError(Exception):
+    """The command cannot be done as asked (exit status 1)."""
+
+
+def _user(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"pstn-bridge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        password = _password(args) if args.user_command in ("add", "passwd") else None
+    except _RefusedError as exc:
+        print(f"pstn-bridge: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    return asyncio.run(_user_command(args, settings, password))
+
+
+def _password(args: argparse.Namespace) -> tuple[str, bool]:
+    """The new password and whether it was generated.
+
+    Raises:
+        _RefusedError: stdin gave no password, or the two prompts differ.
+    """
+    from bridge.users import generate_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise _RefusedError("no password on stdin")
+        return password, False
+    if not sys.stdin.isatty():
+        return generate_password(), True
+    password = getpass.getpass("Password (empty: generate one): ")
+    if not password:
+        return generate_password(), True
+    if getpass.getpass("Repeat the password: ") != password:
+        raise _RefusedError("the passwords differ")
+    return password, False
+
+
+async def _user_command(
+    args: argparse.Namespace, settings: Settings, password: tuple[str, bool] | None
+) -> int:
+    from bridge import users
+
+    url = settings.store.url or users.sqlite_url(settings.node.var_dir / "bridge.db")
+    try:
+        store = await users.UserStore.open(url)
+    except users.UserStoreError as exc:
+        print(f"pstn-bridge: user database: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        await _run_user_command(store, args, settings.sip.realm, password)
+    except (
+        users.InvalidUserError,
+        users.UserExistsError,
+        users.UnknownUserError,
+        users.DidTakenError,
+    ) as exc:
+        print(f"pstn-bridge: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except users.UserStoreError as exc:
+        print(f"pstn-bridge: user database: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        await store.aclose()
+    return 0
+
+
+async def _run_user_command(
+    store: UserStore, args: argparse.Namespace, realm: str, password: tuple[str, bool] | None
+) -> None:
+    """Do one ``user`` sub-command (errors propagate as :class:`UserStoreError`)."""
+    if args.user_command == "list":
+        _print_users(await store.list_users())
+        return
+    if args.user_command == "remove":
+        await store.remove_user(args.name)
+        print(f"user {args.name} removed")
+        return
+    assert password is not None
+    secret, generated = password
+    if args.user_command == "add":
+        info = await store.add_user(args.name, secret, realm, args.did)
+        print(f"user {info.name} added (realm {info.realm}; DIDs: {', '.join(info.dids) or '-'})")
+    else:
+        await store.set_password(args.name, secret, realm)
+        print(f"password of {args.name} changed")
+    if generated:
+        print(f"password (shown once): {secret}")
+
+
+def _print_users(found: Sequence[UserInfo]) -> None:
+    if not found:
+        print("no users")
+        return
+    rows = [("NAME", "REALM", "DIDS", "CREATED", "STATUS")] + [
+        (
+            user.name,
+            user.realm,
+            ",".join(user.dids) or "-",
+            user.created_at.strftime("%Y-%m-%d %H:%M:%SZ"),
+            "disabled" if user.disabled else "enabled",
+        )
+        for user in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 if __name__ == "__main__":
