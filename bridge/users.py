@@ -97,6 +97,7 @@ SCHEMA_VERSION = 1
 MIN_PASSWORD_LENGTH = 8
 """Shortest password accepted: a browser account can place PSTN calls (toll fraud)."""
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SCHEMA_ATTEMPTS = 3
 
 _METADATA = MetaData()
 _USERS = Table(
@@ -248,11 +249,25 @@ class UserStore:
     async def create_schema(self) -> None:
         """Create missing tables and record or check the schema version (idempotent).
 
+        Processes starting together (the bridge and ``pstn-bridge user add`` on a new
+        database) may race to create the tables; the loser's DDL fails once the winner has
+        committed, so a failed attempt is retried and then finds the schema in place.
+
         Raises:
             SchemaVersionError: the database was written by another schema version;
                 nothing is created in it.
             StoreUnavailableError: the database cannot be used.
         """
+        for attempt in range(_SCHEMA_ATTEMPTS):
+            try:
+                await self._create_schema_once()
+            except (StoreUnavailableError, _ConflictError):
+                if attempt == _SCHEMA_ATTEMPTS - 1:
+                    raise
+            else:
+                return
+
+    async def _create_schema_once(self) -> None:
         async with self._transaction() as conn:
             version = await conn.run_sync(_stored_version)
             if version is not None and version != SCHEMA_VERSION:
@@ -517,13 +532,17 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _stored_version(conn: Any) -> int | None:
-    """The recorded schema version (run on a sync connection), None in a new database."""
+    """The recorded schema version (run on a sync connection), None in a new database.
+
+    An empty ``schema_version`` table is a new database too: SQLite (pysqlite) commits DDL
+    on its own, so a concurrent creator may have made the table but not yet its row.
+    """
     if not inspect(conn).has_table(_SCHEMA_VERSION.name):
         return None
     versions = conn.execute(select(_SCHEMA_VERSION.c.version)).scalars().all()
-    if len(versions) != 1:
+    if len(versions) > 1:
         raise SchemaVersionError(f"schema_version must hold one row, found {len(versions)}")
-    return int(versions[0])
+    return int(versions[0]) if versions else None
 
 
 async def _check_free(conn: AsyncConnection, name: str, dids: tuple[str, ...]) -> None:

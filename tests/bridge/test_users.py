@@ -261,3 +261,16 @@ async def test_demo_user_only_in_an_empty_store(store: UserStore) -> None:
     await store.remove_user("demo")
     await store.add_user("alice", PASSWORD, REALM)
     assert await ensure_demo_user(store, "demo", "+15005550100", REALM) is None
+
+
+async def test_stores_opening_a_new_database_together_all_succeed(tmp_path: Path) -> None:
+    """The bridge and `pstn-bridge user add` may create the schema at the same moment."""
+    for round_ in range(5):
+        url = sqlite_url(tmp_path / f"new-{round_}.db")
+        opened = await asyncio.gather(*(UserStore.open(url) for _ in range(4)))
+        try:
+            await opened[0].add_user("alice", PASSWORD, REALM)
+            assert [u.name for u in await opened[3].list_users()] == ["alice"]
+        finally:
+            for store in opened:
+                await store.aclose()
