@@ -495,7 +495,7 @@ class Ha1Cache:
 
         The first refresh is the caller's (``await cache.refresh(store)`` at start-up, so
         that a broken database stops the start). A failed refresh is logged and the old
-        snapshot kept.
+        snapshot kept; the loop only ends by cancellation.
         """
         while True:
             await asyncio.sleep(interval)
@@ -503,6 +503,8 @@ class Ha1Cache:
                 await self.refresh(store)
             except UserStoreError as exc:
                 log.warning("user cache refresh failed, keeping the old snapshot: %s", exc)
+            except Exception:
+                log.exception("user cache refresh failed, keeping the old snapshot")
 
 
 async def ensure_demo_user(store: UserStore, name: str, did: str, realm: str) -> str | None:

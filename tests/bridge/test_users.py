@@ -274,3 +274,25 @@ async def test_stores_opening_a_new_database_together_all_succeed(tmp_path: Path
         finally:
             for store in opened:
                 await store.aclose()
+
+
+async def test_a_failed_refresh_keeps_the_snapshot_and_the_loop(
+    store: UserStore, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.add_user("alice", PASSWORD, REALM)
+    cache = Ha1Cache()
+    await cache.refresh(store)
+    db_path.unlink()  # noqa: ASYNC240 - the database vanishes under the running bridge
+    await store.aclose()  # drop pooled connections: the next one finds an empty file
+    task = asyncio.create_task(cache.run_refresh(store, 0.01))
+    try:
+        async with asyncio.timeout(5):
+            while "user cache refresh failed" not in caplog.text:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert not task.done()
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert "no such table" in caplog.text
+    assert cache.has_user("alice")
