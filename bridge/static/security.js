@@ -194,7 +194,7 @@
     add('SDES suite', media.crypto_suite);
     add('Fresh keys per call', ...yesNo(media.keys_fresh));
     add('Fingerprint matches signaling', ...yesNo(media.fingerprint_matches_signaling));
-    if (leg.leg === 'webrtc') add('Browser certificate seen by the bridge', media.remote_fingerprint);
+    if (leg.leg === 'webrtc') add('Browser certificate', media.remote_fingerprint);
     else add('Remote fingerprint', media.remote_fingerprint);
     add('Codec', media.codec);
     const shown = new Set(['transport', 'tls_version', 'cipher', 'peer_certificate_verified',
@@ -206,8 +206,10 @@
     return facts;
   }
 
+  const ACRONYMS = /\b(dtls|tls|srtp|sdes|sdp|ice|rtp|sip|ip)\b/g;
+
   function labelOf(key) {
-    const text = key.replace(/_/g, ' ');
+    const text = key.replace(/_/g, ' ').replace(ACRONYMS, (w) => w.toUpperCase());
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
