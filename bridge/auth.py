@@ -6,8 +6,10 @@ two :class:`~sip_gateway.sip.auth.DigestServer` objects for the same realm and u
 registrar-style one for REGISTER (401 with WWW-Authenticate, credentials in Authorization)
 and a proxy-style one for every other method, INVITE above all (407 with
 Proxy-Authenticate, credentials in Proxy-Authorization), as a DigestServer picks its
-header names and status from its ``proxy`` flag. Challenges list MD5 first, then SHA-256
-(RFC 8760): JsSIP answers only the first challenge and only with MD5.
+header names and status from its ``proxy`` flag. Challenges list SHA-256 first, then MD5
+(RFC 8760: the preferred algorithm first). JsSIP 3.13.8 answers only with MD5 and keeps
+only the LAST ``WWW-Authenticate``/``Proxy-Authenticate`` header of a response (its parser
+replaces the header on each occurrence), so MD5 must come last or JsSIP users are locked out.
 
 Answers:
 
@@ -220,7 +222,7 @@ class BrowserAuth:
         guard: AuthGuard,
         nonce_lifetime: float = 300.0,
     ) -> BrowserAuth:
-        """Both digest servers for ``realm``, challenging MD5 first, then SHA-256.
+        """Both digest servers for ``realm``, challenging SHA-256 first, MD5 last (JsSIP).
 
         Args:
             realm: the digest realm (``sip.realm``).
@@ -233,7 +235,7 @@ class BrowserAuth:
         Raises:
             LocalProtocolError: the realm or secret is unusable.
         """
-        algorithms = (DigestAlgorithm.MD5, DigestAlgorithm.SHA_256)
+        algorithms = (DigestAlgorithm.SHA_256, DigestAlgorithm.MD5)
 
         def server(proxy: bool) -> DigestServer:
             config = DigestServerConfig(

@@ -2,7 +2,7 @@
 
 Theory of operation: :meth:`Registrar.handle_register` takes a REGISTER received over
 WSS and returns the response to send. Authentication is :class:`~bridge.auth.BrowserAuth`'s
-(a 401 challenge with MD5 first, for JsSIP, then SHA-256, RFC 8760; 403 for credentials
+(a 401 challenge with SHA-256 first, then MD5 last for JsSIP, RFC 8760; 403 for credentials
 that do not verify or a source blocked by the brute-force guard); an authenticated user
 may only register its own address of record (403 otherwise), and a 200 lists the user's
 current bindings (JsSIP ignores a 200 that does not echo its Contact). Bindings live in

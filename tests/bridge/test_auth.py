@@ -97,18 +97,18 @@ def _login(
 # --- challenges and acceptance --------------------------------------------------------------
 
 
-def test_register_is_challenged_with_401_md5_first_and_accepted() -> None:
+def test_register_is_challenged_with_401_sha256_first_md5_last_and_accepted() -> None:
     auth = _auth()
     challenge = auth.authenticate(_request(), source=ALICE_IP, now=1000.0)
     assert isinstance(challenge, SipResponse) and challenge.status_code == 401
     values = challenge.headers.get_all("WWW-Authenticate")
     assert len(values) == 2
-    assert "algorithm=MD5" in values[0] and "algorithm=SHA-256" in values[1]
+    assert "algorithm=SHA-256" in values[0] and "algorithm=MD5" in values[1]
     assert challenge.headers.get("Proxy-Authenticate") is None
     assert _login(auth) == AuthOk(username="alice", algorithm=DigestAlgorithm.SHA_256)
 
 
-def test_a_jssip_like_client_answers_the_first_challenge_with_md5() -> None:
+def test_a_jssip_like_client_answers_the_last_challenge_with_md5() -> None:
     jssip = _client(algorithms=(DigestAlgorithm.MD5,))
     ok = _login(_auth(), client=jssip)
     assert ok == AuthOk(username="alice", algorithm=DigestAlgorithm.MD5)
@@ -119,7 +119,7 @@ def test_invite_is_challenged_with_407_proxy_authenticate() -> None:
     challenge = auth.authenticate(_request("INVITE"), source=ALICE_IP, now=1000.0)
     assert isinstance(challenge, SipResponse) and challenge.status_code == 407
     values = challenge.headers.get_all("Proxy-Authenticate")
-    assert "algorithm=MD5" in values[0] and "algorithm=SHA-256" in values[1]
+    assert "algorithm=SHA-256" in values[0] and "algorithm=MD5" in values[1]
     assert challenge.headers.get("WWW-Authenticate") is None
     assert _login(auth, method="INVITE") == AuthOk(
         username="alice", algorithm=DigestAlgorithm.SHA_256
