@@ -418,6 +418,10 @@ class SipTlsServer:
                 await endpoint.run()
             finally:
                 self._endpoints.discard(endpoint)
+        except asyncio.CancelledError:
+            # Closing the server cancels this handler. asyncio's stream callback calls
+            # exception() on the finished task, which logs a cancelled one as an error.
+            return
         finally:
             writer.transport.abort()
             self._tasks.discard(task)
