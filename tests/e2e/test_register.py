@@ -2,24 +2,16 @@
 
 JsSIP 3.13.8 keeps only the LAST WWW-Authenticate/Proxy-Authenticate header of a challenge
 (its Parser stores them with setHeader, which replaces) and answers only MD5. A bridge that
-lists MD5 first and SHA-256 second therefore locks every JsSIP user out: JsSIP sees only the
-SHA-256 challenge, aborts, and reports the 401. The fix is to list SHA-256 first and MD5 last
-(which is also RFC 8760's preferred-first order). Until the bridge does, these tests are strict
-xfails: they start passing (and so failing as XPASS) with the fix; then drop the marker.
+listed MD5 first and SHA-256 second would lock every JsSIP user out, so the bridge lists
+SHA-256 first and MD5 last (also RFC 8760's preferred-first order); these tests prove it.
 """
 
 from __future__ import annotations
 
-import pytest
 from playwright.async_api import BrowserContext
 
 from .browser import open_dialer, read_state, register
 from .conftest import USERS, E2EBridge
-
-JSSIP_TAKES_LAST_CHALLENGE = pytest.mark.xfail(
-    strict=True,
-    reason="bridge challenges MD5 first; JsSIP answers only the last challenge (needs MD5 last)",
-)
 
 
 async def test_page_is_served_with_hsts(chromium: BrowserContext, bridge: E2EBridge) -> None:
@@ -34,7 +26,6 @@ async def test_page_is_served_with_hsts(chromium: BrowserContext, bridge: E2EBri
     assert state["registered"] is False and state["call"]["state"] == "idle"
 
 
-@JSSIP_TAKES_LAST_CHALLENGE
 async def test_registers_with_the_right_password(
     chromium: BrowserContext, bridge: E2EBridge
 ) -> None:
@@ -47,7 +38,6 @@ async def test_registers_with_the_right_password(
     assert await page.is_enabled("#unregister")
 
 
-@JSSIP_TAKES_LAST_CHALLENGE
 async def test_wrong_password_shows_403(chromium: BrowserContext, bridge: E2EBridge) -> None:
     page = await open_dialer(chromium, bridge.base_url)
     registration = await register(page, "alice", "not the password", timeout=10)
