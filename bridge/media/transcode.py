@@ -143,9 +143,9 @@ class Downsampler:
         Raises:
             FrameSizeError: the length is not a multiple of 6 or the array is not 1-D.
         """
-        size = pcm48k.shape[0]
-        if pcm48k.ndim != 1 or size % RATIO:
+        if pcm48k.ndim != 1 or pcm48k.shape[0] % RATIO:
             raise FrameSizeError(f"48 kHz block of shape {pcm48k.shape}: need 1-D, len % 6 == 0")
+        size = pcm48k.shape[0]
         end = _HISTORY + size
         if end > self._buf.shape[0]:
             grown = np.zeros(end, np.float32)

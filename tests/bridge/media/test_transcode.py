@@ -223,6 +223,8 @@ def test_downsampler_refuses_lengths_it_cannot_decimate():
         Downsampler().process(np.zeros(100, np.int16))
     with pytest.raises(ValueError):  # FrameSizeError is a ValueError too
         Downsampler().process(np.zeros((2, 960), np.int16))
+    with pytest.raises(FrameSizeError):
+        Downsampler().process(np.int16(5))  # type: ignore[arg-type]
 
 
 # -- loss and garbage ----------------------------------------------------------------------
