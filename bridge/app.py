@@ -339,6 +339,7 @@ def _orchestrator(
             )
         ),
         owner_of_did=users.owner_of_did,
+        did_of=users.did_of,
         contacts=signaling.contacts,
         clock=clock,
     )

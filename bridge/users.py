@@ -473,6 +473,11 @@ class Ha1Cache:
         """Whether ``username`` is an enabled user."""
         return username in self._ha1
 
+    def did_of(self, username: str) -> str | None:
+        """The first DID (sorted) ``username`` owns: their caller ID on outbound calls."""
+        owned = sorted(did for did, owner in self._dids.items() if owner == username)
+        return owned[0] if owned else None
+
     def owner_of_did(self, did: str) -> str | None:
         """The user a DID belongs to, or None (also for text that is not a number)."""
         try:

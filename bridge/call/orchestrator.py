@@ -97,6 +97,7 @@ class Orchestrator:
         dialplan: DialPlan,
         limits: CallLimits,
         owner_of_did: Callable[[str], str | None],
+        did_of: Callable[[str], str | None],
         contacts: BrowserContacts,
         clock: Callable[[], float],
         on_transition: Callable[[CallTransition], None] | None = None,
@@ -112,6 +113,7 @@ class Orchestrator:
         self.refused: Counter[str] = Counter()
         self.recent_refusals: deque[SecurityRecord] = deque(maxlen=RECENT_REFUSALS)
         self._owner_of_did = owner_of_did
+        self._did_of = did_of
         self._contacts = contacts
         self._clock = clock
         self._on_transition = on_transition
@@ -260,7 +262,7 @@ class Orchestrator:
                 self.config.trunk,
                 number,
                 media=call.media.gateway_port,
-                caller=call.user,
+                caller=self._did_of(call.user),
                 on_event=call.gateway_event,
             )
         except (SipError, ValueError) as exc:

@@ -296,3 +296,13 @@ async def test_a_failed_refresh_keeps_the_snapshot_and_the_loop(
             await task
     assert "no such table" in caplog.text
     assert cache.has_user("alice")
+
+
+async def test_cache_knows_each_users_caller_id_did(store: UserStore) -> None:
+    await store.add_user("alice", PASSWORD, REALM, dids=("+442079460001", "+442079460000"))
+    await store.add_user("bob", PASSWORD, REALM)
+    cache = Ha1Cache()
+    await cache.refresh(store)
+    assert cache.did_of("alice") == "+442079460000"  # the lowest, stable across refreshes
+    assert cache.did_of("bob") is None
+    assert cache.owner_of_did("+442079460001") == "alice"
