@@ -381,6 +381,7 @@ def carrier_sim_config(
         mode=SimMode(sim.mode),
         play_file=sim.play_file,
         tone_hz=sim.tone_hz,
+        announcement=sim.announcement,
         ring_time=sim.ring_time,
         no_answer_timeout=sim.no_answer_timeout,
         record_dir=sim.record_dir,

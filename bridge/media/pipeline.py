@@ -65,6 +65,8 @@ log = logging.getLogger("bridge.media")
 
 FIFO_FRAMES = 4
 """Frames (20 ms each) the browser-to-gateway FIFO holds before dropping the oldest."""
+FRAME = 160
+"""Samples of one 20 ms frame at 8 kHz: the gateway leg's unit."""
 _DTMF_MIN_MS, _DTMF_MAX_MS = 80, 1000
 MediaEventSink = Callable[[MediaEvent], None]
 
@@ -308,10 +310,12 @@ class CallMedia:
                 counters.browser_bad_packets += 1
                 return
             fifo = self._fifo
-            if len(fifo) == FIFO_FRAMES:
-                counters.browser_late_frames += 1
-            fifo.append(frame)
-            counters.browser_audio_frames += 1
+            frames = (frame,) if len(frame) == FRAME else _split(frame)
+            for piece in frames:
+                if len(fifo) == FIFO_FRAMES:
+                    counters.browser_late_frames += 1
+                fifo.append(piece)
+                counters.browser_audio_frames += 1
         elif payload_type == self._event_pt and self._dtmf_in is not None:
             for digit in self._dtmf_in.feed_payload(payload_type, timestamp, payload):
                 self.send_digit_to_gateway(digit.digit, digit.duration_ms, via="rtp")
@@ -380,3 +384,9 @@ class CallMedia:
         self._candidates.clear()
         self._fifo.clear()
         self._dtmf_queue.clear()
+
+
+def _split(pcm: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
+    """A 40/60 ms packet's audio as 20 ms frames (a short tail is dropped: Opus never
+    makes one, and the gateway leg's clock is 20 ms)."""
+    return [pcm[i : i + FRAME] for i in range(0, len(pcm) - FRAME + 1, FRAME)]

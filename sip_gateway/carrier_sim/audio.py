@@ -22,11 +22,13 @@ import numpy.typing as npt
 __all__ = [
     "FRAME",
     "RATE",
+    "AnnouncedEcho",
     "EchoBuffer",
     "PlaySource",
     "ToneSource",
     "WavFormatError",
     "WavRecorder",
+    "chime",
     "load_wav",
 ]
 
@@ -164,3 +166,31 @@ class WavRecorder:
     def seconds(self) -> float:
         """The recorded duration."""
         return self.samples / RATE
+
+
+def chime(level: float = 0.3) -> Pcm:
+    """The built-in announcement: two rising tones (660 Hz, 880 Hz, 0.35 s each), then a
+    short pause, so a caller hears that the echo test answered before hearing themselves."""
+    parts = []
+    for hz in (660.0, 880.0):
+        t = np.arange(round(0.35 * RATE)) / RATE
+        envelope = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.02)  # 20 ms fade in and out
+        parts.append(level * _FULL_SCALE * envelope * np.sin(2 * np.pi * hz * t))
+        parts.append(np.zeros(round(0.1 * RATE)))
+    pcm: Pcm = np.concatenate(parts).astype(np.int16)
+    return pcm
+
+
+class AnnouncedEcho(EchoBuffer):
+    """Plays an announcement once, then echoes; what arrives meanwhile is not echoed."""
+
+    def __init__(self, announcement: Pcm, max_frames: int = ECHO_FRAMES) -> None:
+        super().__init__(max_frames)
+        self._announcement = PlaySource(announcement)
+
+    def __call__(self) -> Pcm | None:
+        """An announcement frame while it lasts, then the oldest kept frame."""
+        if not self._announcement.finished:
+            self._frames.clear()
+            return self._announcement()
+        return super().__call__()

@@ -86,6 +86,9 @@ class CarrierSimConfig:
     never converted)."""
     tone_hz: float = 425.0
     """Frequency of the ``tone`` mode, in Hz (425 Hz: the European call-progress tone)."""
+    announcement: bool = False
+    """``echo`` mode: play a short announcement (``play_file`` if set, else a built-in
+    chime) before echoing."""
     tone_on: float = 0.4
     """Seconds each beep lasts."""
     tone_off: float = 0.4

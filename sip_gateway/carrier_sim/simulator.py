@@ -49,7 +49,16 @@ from sip_gateway.trunk import (
     TrunkGateway,
 )
 
-from .audio import EchoBuffer, Pcm, PlaySource, ToneSource, WavRecorder, load_wav
+from .audio import (
+    AnnouncedEcho,
+    EchoBuffer,
+    Pcm,
+    PlaySource,
+    ToneSource,
+    WavRecorder,
+    chime,
+    load_wav,
+)
 from .config import CarrierSimConfig, SimMode
 
 __all__ = ["CarrierSimulator", "SimCall", "run_carrier_sim"]
@@ -158,6 +167,8 @@ class SimCall:
             OSError: no UDP port, or the recording file cannot be created.
         """
         echo = EchoBuffer() if self.mode is SimMode.ECHO else None
+        if echo is not None and self.config.announcement:
+            echo = AnnouncedEcho(self._wav if self._wav is not None else chime())
         source: Callable[[], Pcm | None] | None = echo
         if self.mode is SimMode.TONE:
             cfg = self.config

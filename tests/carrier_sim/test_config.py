@@ -19,6 +19,7 @@ from sip_gateway.carrier_sim import (
     WavRecorder,
     load_wav,
 )
+from sip_gateway.carrier_sim.audio import AnnouncedEcho, chime
 from tests.interop.media_proof import dominant_hz, rms
 from tests.interop.peers import write_tone_wav
 
@@ -99,6 +100,21 @@ def test_echo_buffer_is_bounded_fifo():
     for value in (1, 2, 3):
         echo.push(np.full(160, value, np.int16))
     assert [echo()[0], echo()[0], echo()] == [2, 3, None]
+
+
+def test_announced_echo_plays_the_chime_then_echoes_only_later_audio():
+    announcement = chime()
+    assert len(announcement) == 2 * (2800 + 800)  # two 0.35 s tones, each with 0.1 s pause
+    assert 640 < dominant_hz(announcement[: 8000 // 4], 8000) < 680  # the first tone
+    echo = AnnouncedEcho(announcement)
+    played = []
+    while len(played) * 160 < len(announcement):
+        echo.push(np.full(160, 7, np.int16))  # the caller talks over the announcement
+        played.append(echo())
+    assert np.array_equal(np.concatenate(played)[: len(announcement)], announcement)
+    assert echo() is None  # nothing said during the announcement is echoed
+    echo.push(np.full(160, 9, np.int16))
+    assert echo()[0] == 9
 
 
 def test_wav_round_trip_and_refusals(tmp_path):
