@@ -1,0 +1,201 @@
+"""Checks shared by the browser call tests: audio identity, page audio, security names, leftovers.
+
+Theory of operation: a call test drives the dialer page (``tests.e2e.browser``) and then asks
+three witnesses what happened. The carrier side (the in-process simulator or baresip) recorded
+what it received: :func:`assert_speech` proves it is the fake microphone's speech by
+normalised cross-correlation (PEERS.md 11). The page measured what it received:
+:func:`sample_inbound_audio` polls ``getStats()`` while the call is up. The bridge itself must
+be back to nothing once the call is over: :func:`wait_bridge_idle` polls until no call is
+active, no task named after a call is alive and no UDP socket of this process (the bridge's
+media ports, aiortc's ICE sockets, the simulator's RTP ports all live in this process) is open.
+
+Chromium loops the microphone WAV, so the reference for the correlation is the WAV repeated:
+the received slice may straddle the loop point.
+"""
+
+# ruff: noqa: ASYNC109 - polling helpers take their bound as a parameter, like browser.py
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from playwright.async_api import Page
+
+from .browser import best_correlation, browser_stats, read_wav_8k
+from .conftest import E2EBridge
+
+__all__ = [
+    "DTLS_VERSIONS",
+    "MIN_CORRELATION",
+    "AudioSamples",
+    "assert_speech",
+    "call_tasks",
+    "sample_inbound_audio",
+    "srtp_profile",
+    "udp_sockets",
+    "wait_bridge_idle",
+    "wait_until",
+]
+
+MIN_CORRELATION = 0.8
+"""Speech through the bridge must correlate at least this well with what the mic played."""
+SLICE_START = 0.5
+SLICE_SECONDS = 2.0
+RATE = 8000
+
+DTLS_VERSIONS = {"FEFD": "DTLSv1.2", "FEFC": "DTLSv1.3"}
+"""getStats ``tlsVersion`` (hex wire version) -> OpenSSL's protocol name (the record's)."""
+
+_SRTP_PROFILES = {
+    # RFC 5764 / RFC 7714 profile names, as OpenSSL (the bridge) and Chromium spell them
+    "SRTP_AES128_CM_SHA1_80": "SRTP_AES128_CM_HMAC_SHA1_80",
+    "SRTP_AES128_CM_HMAC_SHA1_80": "SRTP_AES128_CM_HMAC_SHA1_80",
+    "SRTP_AES128_CM_SHA1_32": "SRTP_AES128_CM_HMAC_SHA1_32",
+    "SRTP_AES128_CM_HMAC_SHA1_32": "SRTP_AES128_CM_HMAC_SHA1_32",
+    "SRTP_AEAD_AES_128_GCM": "SRTP_AEAD_AES_128_GCM",
+    "SRTP_AEAD_AES_256_GCM": "SRTP_AEAD_AES_256_GCM",
+}
+
+
+def srtp_profile(name: str | None) -> str:
+    """The RFC name of a DTLS-SRTP profile spelled by OpenSSL or by Chromium's getStats.
+
+    Raises:
+        AssertionError: no name, or one this table does not know.
+    """
+    assert name, "no SRTP profile"
+    assert name.upper() in _SRTP_PROFILES, f"unknown SRTP profile {name!r}"
+    return _SRTP_PROFILES[name.upper()]
+
+
+# --------------------------------------------------------------------------------------------
+# Audio
+
+
+def assert_speech(recording: Path | None, mic_wav: Path) -> float:
+    """Check that ``recording`` holds the mic's speech: correlation >= :data:`MIN_CORRELATION`.
+
+    The 2 s slice starting 0.5 s into the recording is searched for in the mic WAV (repeated,
+    since Chromium loops it), both at 8 kHz.
+
+    Returns:
+        the correlation.
+
+    Raises:
+        AssertionError: no recording, too short, silent or not the mic's speech.
+    """
+    assert recording is not None and recording.exists(), f"no recording: {recording}"
+    received = read_wav_8k(recording)
+    start, length = int(SLICE_START * RATE), int(SLICE_SECONDS * RATE)
+    assert len(received) >= start + length, f"{recording}: only {len(received) / RATE:.2f} s"
+    part = received[start : start + length]
+    rms = float(np.sqrt(np.mean(part.astype(np.float64) ** 2)))
+    assert rms > 0.01, f"{recording}: silent slice (RMS {rms:.4f})"
+    reference = np.tile(read_wav_8k(mic_wav), 3)
+    correlation, _lag = best_correlation(part, reference)
+    assert correlation >= MIN_CORRELATION, f"{recording}: correlation {correlation:.3f}"
+    return correlation
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSamples:
+    """getStats summaries taken while the call was up, oldest first."""
+
+    stats: list[dict[str, Any]]
+
+    @property
+    def max_level(self) -> float:
+        """The loudest ``inbound-rtp.audioLevel`` seen."""
+        return max((s["audioLevel"] or 0.0) for s in self.stats)
+
+    def grew(self, key: str) -> float:
+        """How much counter ``key`` grew from the first sample to the last."""
+        first, last = self.stats[0][key] or 0, self.stats[-1][key] or 0
+        return float(last - first)
+
+
+async def sample_inbound_audio(page: Page, seconds: float, every: float = 0.5) -> AudioSamples:
+    """Read the page's getStats summary every ``every`` seconds for ``seconds``.
+
+    Raises:
+        AssertionError: the page has no call to read.
+    """
+    samples = []
+    for _ in range(max(2, round(seconds / every) + 1)):
+        stats = await browser_stats(page)
+        assert stats is not None, "the page has no RTCPeerConnection"
+        samples.append(stats)
+        await asyncio.sleep(every)
+    return AudioSamples(samples)
+
+
+# --------------------------------------------------------------------------------------------
+# Waiting and leftovers
+
+
+async def wait_until(
+    check: Callable[[], bool], *, timeout: float = 5.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` every 50 ms.
+
+    Raises:
+        AssertionError: still false after ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def call_tasks() -> list[str]:
+    """Names of live tasks owned by a bridged call (``Call.spawn`` names them ``c-...``)."""
+    return sorted(
+        name for task in asyncio.all_tasks() if (name := task.get_name()).startswith("c-")
+    )
+
+
+def udp_sockets() -> list[str]:
+    """Local addresses (``/proc/net/udp`` hex form) of the UDP sockets this process holds."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = []
+    for table in ("udp", "udp6"):
+        for line in Path(f"/proc/self/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes:
+                found.append(fields[1])
+    return sorted(found)
+
+
+async def wait_bridge_idle(bridge: E2EBridge, *, timeout: float = 5.0) -> None:
+    """Wait until the bridge holds no call, no call task and no UDP socket.
+
+    Raises:
+        AssertionError: something is left after ``timeout`` seconds (the message lists it).
+    """
+    orchestrator = bridge.running.orchestrator
+
+    def idle() -> bool:
+        return orchestrator.active == 0 and not call_tasks() and not udp_sockets()
+
+    try:
+        await wait_until(idle, timeout=timeout, what="the bridge to be idle")
+    except AssertionError:
+        raise AssertionError(
+            f"left behind after {timeout} s: calls {list(orchestrator.calls)}, "
+            f"tasks {call_tasks()}, UDP sockets {udp_sockets()}"
+        ) from None
