@@ -73,8 +73,8 @@ async def test_inbound_call_rings_the_page_which_answers_and_audio_flows_both_wa
     ended = await wait_call_state(page, "ended", timeout=5)
     assert ended["originator"] == "remote", ended
     assert_speech(sim.recording, mic_wav)
-    assert bridge.running.orchestrator.ended == {"caller-hangup": 1}
     await wait_bridge_idle(bridge)
+    assert bridge.running.orchestrator.ended == {"caller-hangup": 1}
 
 
 async def test_inbound_call_declined_by_the_page_fails_with_603(

@@ -108,8 +108,8 @@ async def test_opus_call_is_transcoded_and_audio_dtmf_and_security_check_out(
     final = await read_state(page)
     for text in (json.dumps(final["records"]), "\n".join(final["log"])):
         assert "inline:" not in text  # no SDES key material reaches the browser
-    assert bridge.running.orchestrator.ended == {"caller-hangup": 1}
     await wait_bridge_idle(bridge)
+    assert bridge.running.orchestrator.ended == {"caller-hangup": 1}
 
 
 def _check_security(
