@@ -212,25 +212,15 @@ class Orchestrator:
             )
             self._refuse(endpoint, tid, request, user, refusal)
             return
-        call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{request.call_id[:12]}"
-        record = SecurityRecord(
-            call_id=call_id,
-            direction="outbound",
-            from_party=user,
-            to_party=number,
-            webrtc_tls=endpoint.tls,
-        )
-        media = CallMedia(self.config.pipeline)
-        call = Call(
-            call_id=call_id,
-            direction="outbound",
+        call = self._new_call(
+            "outbound",
+            sip_call_id=request.call_id,
             user=user,
-            media=media,
-            record=record,
-            browser_endpoint=endpoint,
-            on_transition=self._transition,
-            on_end=lambda ended: self._ended(ended, lambda: self.limits.release(ticket)),
+            parties=(user, number),
+            endpoint=endpoint,
+            release=lambda: self.limits.release(ticket),
         )
+        call_id = call.call_id
         host = BrowserHost(self.config.browser, endpoint, self.dialogs, ())
         screened = ScreenedInvite(did=number, caller=user, offer=offer)
         browser = InboundCall(
@@ -240,7 +230,6 @@ class Orchestrator:
         browser.on_info = lambda info: self._browser_info(call, info)
         call.browser = browser
         self.dialogs.pending(browser)
-        self.calls[call_id] = call
         log.info("call %s: %s dials %s", call_id, user, number)
         call.spawn(self._dial(call, host, browser, number), "dial")
         call.spawn(self._watch_browser(call, endpoint), "watch browser")
@@ -316,7 +305,14 @@ class Orchestrator:
             )
             self.refused[str(EndReason.NO_BROWSER)] += 1
             return Reject(status_code=480)
-        call = self._inbound_call(carrier, owner)
+        call = self._new_call(
+            "inbound",
+            sip_call_id=carrier.call_id,
+            user=owner,
+            parties=(carrier.caller, carrier.did),
+            endpoint=None,
+            release=None,
+        )
         try:
             await call.media.open()
         except OSError as exc:
@@ -334,21 +330,34 @@ class Orchestrator:
         call.browser = winner
         return Answer(media=call.media.gateway_port, ring=False, on_event=call.gateway_event)
 
-    def _inbound_call(self, carrier: InboundCall, owner: str) -> Call:
-        call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{carrier.call_id[:12]}"
+    def _new_call(
+        self,
+        direction: str,
+        *,
+        sip_call_id: str,
+        user: str,
+        parties: tuple[str | None, str | None],
+        endpoint: SipEndpoint | None,
+        release: Callable[[], None] | None,
+    ) -> Call:
+        """A new call with its record and (not yet opened) media, counted as active."""
+        call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{sip_call_id[:12]}"
         record = SecurityRecord(
-            call_id=call_id, direction="inbound", from_party=carrier.caller, to_party=carrier.did
+            call_id=call_id,
+            direction=direction,
+            from_party=parties[0],
+            to_party=parties[1],
+            webrtc_tls=endpoint.tls if endpoint is not None else None,
         )
-        media = CallMedia(self.config.pipeline)
         call = Call(
             call_id=call_id,
-            direction="inbound",
-            user=owner,
-            media=media,
+            direction=direction,
+            user=user,
+            media=CallMedia(self.config.pipeline),
             record=record,
-            browser_endpoint=None,
+            browser_endpoint=endpoint,
             on_transition=self._transition,
-            on_end=lambda ended: self._ended(ended, None),
+            on_end=lambda ended: self._ended(ended, release),
         )
         self.calls[call_id] = call
         return call
@@ -383,6 +392,7 @@ class Orchestrator:
         call.record.webrtc_tls = winner.endpoint.tls if winner.endpoint is not None else None
         call.record.webrtc_codec = call.media.webrtc_codec
         winner.on_event = call.browser_event
+        winner.on_info = lambda info: self._browser_info(call, info)
         if winner.endpoint is not None:
             call.spawn(self._watch_browser(call, winner.endpoint), "watch browser")
         return winner
