@@ -17,6 +17,7 @@ from sip_gateway.trunk import (
     CallFailedError,
     CallFailure,
     CallRinging,
+    EarlyMediaStarted,
     EndReason,
     OutboundCall,
     Refresher,
@@ -299,3 +300,33 @@ async def test_bye_in_the_early_dialog_gets_200_and_the_invite_487(pki):
         end = await call.wait_ended()
         assert end.status_code == 487
         assert carrier.media.applied == []
+
+
+class EarlyCarrier(Carrier):
+    """Sends 183 with its SDP answer (early media), then answers with the same port."""
+
+    async def __call__(self, call):
+        self.calls.append(call)
+        call.on_event = self.events
+        call.progress(self.media)
+        await asyncio.sleep(0.2)
+        return Answer(media=self.media, ring=False)
+
+
+async def test_early_media_183_carries_the_answer_the_200_repeats(pki):
+    carrier = EarlyCarrier()
+    async with gateway_pair(pki, carrier_route=carrier) as pair, asyncio.timeout(LIMIT):
+        call, media, events = await place(pair)
+        early = await events.wait_for(EarlyMediaStarted)
+        config = await call.wait_answered()
+        (inbound,) = carrier.calls
+        assert 183 in call.provisional
+        # the caller's media ran from the 183; the 200 repeated the same answer and keys
+        assert early.media.crypto.remote_key == config.crypto.remote_key
+        assert media.applied[0] == early.media
+        assert len(carrier.media.applied) == 1  # the carrier applied its answer once
+        assert carrier.events.types() == ["CallRinging", "CallAnswered"]
+        ringing = [e for e in carrier.events.seen if isinstance(e, CallRinging)]
+        assert [(e.status_code, e.early_media) for e in ringing] == [(183, True)]
+        await inbound.hangup()
+        await call.wait_ended()
