@@ -382,6 +382,7 @@ def carrier_sim_config(
         play_file=sim.play_file,
         tone_hz=sim.tone_hz,
         announcement=sim.announcement,
+        early_media=sim.early_media,
         ring_time=sim.ring_time,
         no_answer_timeout=sim.no_answer_timeout,
         record_dir=sim.record_dir,

@@ -205,6 +205,7 @@ class CarrierSimSettings(_Section):
     listen_port: Port = 5062
     mode: Literal["echo", "tone", "play", "busy", "no-answer"] = "echo"
     announcement: bool = True
+    early_media: bool = False
     ring_time: float = Field(default=1.0, ge=0.0, le=300.0)
     no_answer_timeout: Seconds = 60.0
     play_file: Path | None = None

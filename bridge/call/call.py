@@ -75,6 +75,8 @@ class Call:
         self.record = record
         self.browser_endpoint = browser_endpoint
         self.phase = CallPhase.DIALING
+        self.history: list[CallTransition] = []
+        """Every transition so far (the call's event log)."""
         self.browser: CallLeg | None = None
         self.gateway: CallLeg | None = None
         self.end_reason: EndReason | None = None
@@ -104,6 +106,7 @@ class Call:
             transition = CallTransition(
                 call_id=self.call_id, old=old, new=self.phase, cause=cause, at=time.time()
             )
+            self.history.append(transition)
             try:
                 self._on_transition(transition)
             except Exception:

@@ -95,6 +95,19 @@ def _add_carrier_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sim.add_argument("--play", type=Path, dest="play_file", help="WAV for --mode play (8 kHz mono)")
     sim.add_argument("--tone-hz", type=float, help="frequency of --mode tone")
     sim.add_argument("--ring-time", type=float, help="seconds of ringing before answering")
+    sim.add_argument(
+        "--early-media",
+        action="store_true",
+        default=None,
+        help="183 with SDP and the mode's audio while ringing, instead of 180",
+    )
+    sim.add_argument(
+        "--no-announcement",
+        dest="announcement",
+        action="store_false",
+        default=None,
+        help="echo mode: no chime before the echo",
+    )
     sim.add_argument("--no-answer-timeout", type=float, help="--mode no-answer: seconds to 480")
     sim.add_argument("--record-dir", type=Path, help="record received audio, one WAV per call")
     sim.add_argument("--dtmf", dest="dtmf_to_send", help="RFC 4733 digits to send after answer")
@@ -173,6 +186,8 @@ _SIM_OPTIONS = (
     "play_file",
     "tone_hz",
     "ring_time",
+    "early_media",
+    "announcement",
     "no_answer_timeout",
     "record_dir",
     "dtmf_to_send",

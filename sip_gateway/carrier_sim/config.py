@@ -97,6 +97,10 @@ class CarrierSimConfig:
     """Tone amplitude as a fraction of full scale (0 < level <= 1)."""
     ring_time: float = 1.0
     """Seconds of ringing (180) before answering; 0 answers at once without 180."""
+    early_media: bool = False
+    """Send 183 Session Progress with the SDP answer instead of 180 and start the mode's
+    audio (the announcement, the tone, the WAV) during ``ring_time``, like a carrier's
+    in-band ringback or announcement."""
     no_answer_timeout: float = 60.0
     """``no-answer`` mode: seconds of ringing before giving up with 480."""
     record_dir: Path | None = None

@@ -35,7 +35,7 @@ from sip_gateway.aio import RtpMediaPort, SipEndpointConfig, SipTlsServer
 from sip_gateway.aio.endpoint import format_address
 from sip_gateway.media.errors import LocalMediaError
 from sip_gateway.media.events import DtmfReceived, MediaEvent, MediaStats
-from sip_gateway.sdp import KeySource, MediaConfig
+from sip_gateway.sdp import KeySource, MediaConfig, SdpError
 from sip_gateway.trunk import (
     Answer,
     CallAnswered,
@@ -46,6 +46,7 @@ from sip_gateway.trunk import (
     OutboundCall,
     Reject,
     RouteDecision,
+    TrunkError,
     TrunkGateway,
 )
 
@@ -452,10 +453,20 @@ class CarrierSimulator:
             inbound.ring()
             await asyncio.sleep(self.config.no_answer_timeout)
             return Reject(status_code=480)
-        if self.config.ring_time > 0:
+        media = None
+        if self.config.early_media:  # 183 with SDP: the caller hears us before the answer
+            media = await call.open_media()
+            try:
+                inbound.progress(media)
+            except (SdpError, TrunkError) as exc:
+                logger.info("carrier-sim: call %s: no early media: %s", inbound.call_id, exc)
+                return Reject(status_code=488)
+        elif self.config.ring_time > 0:
             inbound.ring()
+        if self.config.ring_time > 0:
             await asyncio.sleep(self.config.ring_time)
-        media = await call.open_media()
+        if media is None:
+            media = await call.open_media()
         return Answer(media=media, ring=False, on_event=call.on_call_event)
 
     # -- calls out ---------------------------------------------------------------------

@@ -484,3 +484,26 @@ async def test_garbage_on_a_websocket_does_not_disturb_another_call(bridge) -> N
     assert second.status_code == 200
     sim_call = await _hang_up(harness, call)
     assert sim_call.end_reason is not None
+
+
+async def test_early_media_reaches_the_browser_before_the_answer(bridge) -> None:
+    harness = await bridge(early_media=True, ring_time=0.8, mode="tone")
+    client = await harness.client()
+    dialing = asyncio.ensure_future(client.dial(NUMBER))
+    try:
+        async with asyncio.timeout(5):
+            while not harness.running.orchestrator.calls:  # noqa: ASYNC110 - bounded poll
+                await asyncio.sleep(0.02)
+        bridged = _bridge_call(harness)
+        call = await dialing
+        await call.wait_answered()
+        await call.wait_media()
+    finally:
+        if not dialing.done():
+            dialing.cancel()
+    assert 183 in call.provisional and 180 not in call.provisional
+    phases = [t.new.value for t in bridged.history]
+    assert phases[:2] == ["early-media", "answered"]
+    await asyncio.sleep(0.5)
+    assert call.reception.count > 10  # the carrier's tone flows after the answer too
+    await _hang_up(harness, call)
