@@ -12,10 +12,13 @@ can later move to worker processes without touching call logic.
   SDES-SRTP :class:`~sip_gateway.aio.media_port.RtpMediaPort`. Both satisfy the trunk's
   ``MediaPort`` protocol, so the SIP legs apply their negotiated configs to them directly.
 * Browser to gateway: every decrypted RTP packet of the browser is either its audio codec
-  (Opus: decoded and resampled to 8 kHz; G.711: table-decoded) or ``telephone-event``
-  (RFC 4733: each digit is re-sent on the gateway leg as RFC 4733). Frames wait in a short
-  FIFO the gateway leg's 20 ms clock pulls from; when it overflows the oldest is dropped
-  (counted as late).
+  or ``telephone-event`` (RFC 4733: each digit is re-sent on the gateway leg as RFC 4733).
+  Audio payloads go into an adaptive jitter buffer (:class:`~sip_gateway.media.jitter.
+  JitterBuffer`, by sequence number and arrival time) which the gateway leg's 20 ms clock
+  plays out: the payload due is decoded then (Opus: decoded and filtered to 8 kHz; G.711:
+  table-decoded), a lost one is concealed (Opus: libopus loss concealment), so reordering,
+  bursts and a clock drift between the browser and the gateway leg cost neither gaps
+  nor shifts in the audio.
 * Gateway to browser: the gateway leg plays out one 8 kHz frame per tick from its jitter
   buffer; each is encoded for the browser (Opus or G.711), packetised and sent at once.
   Digits the carrier sends become RFC 4733 packets toward the browser in place of audio.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +44,7 @@ from sip_gateway.media.errors import MalformedPacketError, MediaError
 from sip_gateway.media.events import DtmfReceived
 from sip_gateway.media.events import MediaEvent as GatewayMediaEvent
 from sip_gateway.media.g711 import G711Codec
+from sip_gateway.media.jitter import Concealment, JitterBuffer, JitterStats
 from sip_gateway.media.rtp import RtpPacketizer, parse_fields
 from sip_gateway.sdp import DtlsCrypto, IceParameters, MediaConfig, SdesCrypto
 
@@ -63,8 +68,8 @@ __all__ = ["CallMedia", "MediaCounters", "PipelineConfig", "WebRtcPort"]
 
 log = logging.getLogger("bridge.media")
 
-FIFO_FRAMES = 4
-"""Frames (20 ms each) the browser-to-gateway FIFO holds before dropping the oldest."""
+JITTER_MIN_MS, JITTER_MAX_MS = 20, 120
+"""Bounds of the browser-to-gateway jitter buffer's adaptive delay."""
 FRAME = 160
 """Samples of one 20 ms frame at 8 kHz: the gateway leg's unit."""
 _DTMF_MIN_MS, _DTMF_MAX_MS = 80, 1000
@@ -94,7 +99,6 @@ class MediaCounters:
 
     browser_packets: int = 0
     browser_audio_frames: int = 0
-    browser_late_frames: int = 0
     browser_bad_packets: int = 0
     browser_digits: int = 0
     gateway_frames: int = 0
@@ -166,8 +170,11 @@ class CallMedia:
         self._webrtc: WebRtcPort | None = None
         self._candidates: list[WebRtcPort] = []
         self._gateway: RtpMediaPort | None = None
-        self._fifo: deque[npt.NDArray[np.int16]] = deque(maxlen=FIFO_FRAMES)
+        self._jitter: JitterBuffer | None = None
+        self._pending: deque[npt.NDArray[np.int16]] = deque()
         self._decode: Callable[[bytes], npt.NDArray[np.int16]] | None = None
+        self._conceal: Callable[[], npt.NDArray[np.int16] | None] = _no_concealment
+        self._clock = time.monotonic
         self._encode: Callable[[npt.NDArray[np.int16]], bytes] | None = None
         self._audio_pt = -1
         self._event_pt = -1
@@ -263,11 +270,20 @@ class CallMedia:
         if name == "opus":
             decoder, encoder = OpusDecoder(), OpusEncoder(self._config.opus)
             self._decode, self._encode = decoder.decode, encoder.encode
+            self._conceal = decoder.conceal
             self._samples, self.mode = 960, MediaMode.TRANSCODE
         else:
             g711 = G711Codec(codec.name.upper(), codec.payload_type)
             self._decode, self._encode = g711.decode, g711.encode_frame
+            self._conceal = _no_concealment  # the gateway leg sends comfort silence
             self._samples, self.mode = 160, MediaMode.RELAY
+        if self._jitter is None or self._jitter.clock_rate != codec.clock_rate:
+            self._jitter = JitterBuffer(
+                codec.clock_rate,
+                config.ptime,
+                min_delay_ms=JITTER_MIN_MS,
+                max_delay_ms=JITTER_MAX_MS,
+            )
         event = config.telephone_event
         self._event_pt = event.payload_type if event is not None else -1
         self._dtmf_in = DtmfReceiver(event.payload_type, event.clock_rate) if event else None
@@ -299,30 +315,43 @@ class CallMedia:
         counters = self.counters
         counters.browser_packets += 1
         try:
-            payload_type, _seq, timestamp, _ssrc, payload = parse_fields(data)
+            payload_type, sequence, timestamp, _ssrc, payload = parse_fields(data)
         except MalformedPacketError:
             counters.browser_bad_packets += 1
             return
-        if payload_type == self._audio_pt and self._decode is not None:
-            try:
-                frame = self._decode(payload)
-            except (TranscodeError, MediaError):
-                counters.browser_bad_packets += 1
-                return
-            fifo = self._fifo
-            frames = (frame,) if len(frame) == FRAME else _split(frame)
-            for piece in frames:
-                if len(fifo) == FIFO_FRAMES:
-                    counters.browser_late_frames += 1
-                fifo.append(piece)
-                counters.browser_audio_frames += 1
+        jitter = self._jitter
+        if payload_type == self._audio_pt and jitter is not None:
+            jitter.put_frame(sequence, timestamp, payload, self._clock())
+            counters.browser_audio_frames += 1
         elif payload_type == self._event_pt and self._dtmf_in is not None:
+            if jitter is not None:
+                jitter.put_non_audio(sequence, timestamp)
             for digit in self._dtmf_in.feed_payload(payload_type, timestamp, payload):
                 self.send_digit_to_gateway(digit.digit, digit.duration_ms, via="rtp")
 
     def _gateway_source(self) -> npt.NDArray[np.int16] | None:
-        fifo = self._fifo
-        return fifo.popleft() if fifo else None
+        """The gateway leg's tick: the browser's frame due now, decoded (or concealed)."""
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        jitter, decode = self._jitter, self._decode
+        if jitter is None or decode is None:
+            return None
+        due = jitter.pop_frame(self._clock())
+        if due is None:
+            return None
+        if due.__class__ is Concealment:
+            return self._conceal()
+        try:
+            pcm = decode(due)  # type: ignore[arg-type]  # put_frame stored payload bytes
+        except (TranscodeError, MediaError):
+            self.counters.browser_bad_packets += 1
+            return self._conceal()
+        if len(pcm) == FRAME:
+            return pcm
+        frames = _split(pcm)  # a 40/60 ms packet: the rest plays on the next ticks
+        pending.extend(frames[1:])
+        return frames[0] if frames else None
 
     def send_digit_to_gateway(self, digit: str, duration_ms: int = 100, *, via: str) -> None:
         """Send a browser's digit to the carrier as RFC 4733 (from RTP or SIP INFO)."""
@@ -367,6 +396,10 @@ class CallMedia:
 
     # -- facts and the end ---------------------------------------------------------------
 
+    def jitter_stats(self) -> JitterStats | None:
+        """The browser-to-gateway jitter buffer's counters (late, lost, concealed ...)."""
+        return None if self._jitter is None else self._jitter.stats()
+
     def webrtc_facts(self) -> DtlsFacts | None:
         """What the browser leg's DTLS session negotiated (None before it exists)."""
         return None if self._webrtc is None else self._webrtc.leg.facts()
@@ -382,7 +415,7 @@ class CallMedia:
             port.close()
             await port.leg.close()
         self._candidates.clear()
-        self._fifo.clear()
+        self._pending.clear()
         self._dtmf_queue.clear()
 
 
@@ -390,3 +423,8 @@ def _split(pcm: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
     """A 40/60 ms packet's audio as 20 ms frames (a short tail is dropped: Opus never
     makes one, and the gateway leg's clock is 20 ms)."""
     return [pcm[i : i + FRAME] for i in range(0, len(pcm) - FRAME + 1, FRAME)]
+
+
+def _no_concealment() -> None:
+    """G.711 from the browser: a lost frame becomes the gateway leg's comfort silence."""
+    return None
