@@ -437,10 +437,9 @@ class ClientCall:
         if payload is None:
             return
         samples = packetizer.clock_rate // 50
-        sequence = packetizer.sequence
+        if source.keep_times:  # stamped before SRTP and sendto: the bridge's clock starts here
+            source.send_log.append((packetizer.sequence, time.perf_counter()))
         leg.send_rtp(packetizer.packet_bytes(payload, samples))
-        if source.keep_times:
-            source.send_log.append((sequence, time.perf_counter()))
 
     def send_dtmf_rtp(self, digits: str, duration_ms: int = 100) -> None:
         """Queue RFC 4733 packets for ``digits`` (one per tick, in place of audio)."""
