@@ -7,7 +7,8 @@ process (``python -m tests.bench.bare_relay ...``, so its CPU is read from ``/pr
 the bridge's) opens, per stream, two UDP sockets on loopback: the "browser side" and the
 "gateway side". Each datagram that arrives is handled at once, synchronously, in the
 socket callback: SRTP unprotect (libsrtp), RTP header parse, the codec chain, RTP
-packetize, SRTP protect, ``sendto`` toward a sink socket nobody reads. No signaling, no
+packetize, SRTP protect, ``sendto`` toward a sink socket that the benchmark reads (a
+reading peer costs the sender a wake-up, as the bridge's peers do). No signaling, no
 timers, no jitter buffer, no FIFO, no events. The load driver (:class:`RelayLoad`, in the
 benchmark's process) sends both sides one packet per stream every 20 ms (50 frames/s each
 way), protected with AEAD_AES_256_GCM like the bridge's legs negotiate on loopback.

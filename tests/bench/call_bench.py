@@ -374,13 +374,23 @@ def _bridge_counters(calls: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the bare relay ---------------------------------------------------------------------------
 
 
+class _Sink(asyncio.DatagramProtocol):
+    """Reads and counts what the bare relay sends (a reader, like the bridge's peers)."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.packets += 1
+
+
 async def bare_run(chain: str, args: argparse.Namespace) -> dict[str, Any]:
     """N streams through the bare relay process; its CPU per call-second."""
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
+    loop = asyncio.get_running_loop()
+    sink_transport, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
     streams = [StreamKeys.fresh() for _ in range(args.calls)]
     process, ports = start_relay(
-        streams, chain, args.complexity, args.bitrate, sink.getsockname()[1]
+        streams, chain, args.complexity, args.bitrate, sink_transport.get_extra_info("sockname")[1]
     )
     opus = chain != "relay"
     browser = opus_packets(speech_48k(6.0)) if opus else pcmu_payloads(speech_8k(6.0))
@@ -396,20 +406,21 @@ async def bare_run(chain: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         clock.add(load)
         await asyncio.sleep(args.warmup)
-        cpu0, t0 = cpu_seconds(process.pid), time.perf_counter()
+        cpu0, t0, out0 = cpu_seconds(process.pid), time.perf_counter(), sink.packets
         await asyncio.sleep(args.seconds)
-        cpu1, t1 = cpu_seconds(process.pid), time.perf_counter()
+        cpu1, t1, out1 = cpu_seconds(process.pid), time.perf_counter(), sink.packets
     finally:
         clock.remove(load)
         load.close()
         process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(process.wait)
-        sink.close()
+        sink_transport.close()
     return {
         "chain": chain,
         "streams": args.calls,
         "window_s": round(t1 - t0, 3),
         "cpu_ms_per_call_s": round((cpu1 - cpu0) * 1000 / (args.calls * (t1 - t0)), 3),
+        "packets_out_per_stream_s": round((out1 - out0) / (args.calls * (t1 - t0)), 1),
     }
 
 
