@@ -40,6 +40,8 @@ system-deps:
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m tests.bench.media_bench
+	$(PY) -m tests.bench.transcode_bench
+	$(PY) -m tests.bench.call_bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

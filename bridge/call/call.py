@@ -50,6 +50,8 @@ log = logging.getLogger("bridge.call")
 SECURITY_CONTENT_TYPE = "application/vnd.pstn-bridge.security+json"
 """Content type of the INFO that carries the security record to the browser."""
 INFO_TIMEOUT = 5.0
+ACK_WAIT = 2.0
+"""Seconds the first security INFO waits for the browser's ACK of our 200."""
 
 
 class Call:
@@ -196,6 +198,9 @@ class Call:
         self.record.answered_at = time.time()
         self.record.webrtc_codec = self.media.webrtc_codec
         self.advance(CallInput.ANSWERED, "browser answered")
+        with contextlib.suppress(TimeoutError):  # an INFO before the ACK may meet a 481
+            async with asyncio.timeout(ACK_WAIT):
+                await browser.acked.wait()
         self.send_record()
 
     def media_event(self, event: MediaEvent) -> None:

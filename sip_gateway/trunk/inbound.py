@@ -206,6 +206,8 @@ class InboundCall(CallLeg):
         self._route_task: asyncio.Task[None] | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
         self._acked = False
+        self.acked = asyncio.Event()
+        """Set when the ACK for our 2xx arrived: the dialog is confirmed on both sides."""
         self._early_answer: tuple[SdpSession, MediaConfig] | None = None
 
     # -- routing ---------------------------------------------------------------------
@@ -386,6 +388,7 @@ class InboundCall(CallLeg):
         """The ACK for our 2xx: the call is fully up."""
         if not self._acked:
             self._acked = True
+            self.acked.set()
             if self._ack_timer is not None:
                 self._ack_timer.cancel()
         super().receive_ack(request)
