@@ -193,10 +193,12 @@ class ClientCall:
             host_addresses=(self.client.config.ice_address,),
             connect_timeout=self.client.config.connect_timeout,
         )
-        leg = await WebRtcLeg.create(config, on_rtp=self.reception.add, on_rtcp=self.reception.add)
-        # A browser knows its ICE role from the start; WebRtcLeg sets it only in connect(),
-        # so checks arriving before that would meet the wrong role (a needless conflict).
-        leg._gatherer._connection.ice_controlling = controlling
+        leg = await WebRtcLeg.create(
+            config,
+            on_rtp=self.reception.add,
+            on_rtcp=self.reception.add,
+            controlling=controlling,
+        )
         self.leg = leg
         return leg
 

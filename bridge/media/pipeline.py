@@ -219,7 +219,7 @@ class CallMedia:
             if port is not None and port is self._webrtc:
                 self._from_browser(data)
 
-        leg = await WebRtcLeg.create(self._config.webrtc, on_rtp=received)
+        leg = await WebRtcLeg.create(self._config.webrtc, on_rtp=received, controlling=controlling)
         port = WebRtcPort(self, leg, controlling=controlling)
         self._candidates.append(port)
         if self._webrtc is None and not controlling:

@@ -224,6 +224,7 @@ class WebRtcLeg:
         on_rtp: PacketCallback,
         on_rtcp: PacketCallback | None = None,
         on_state: Callable[[str], None] | None = None,
+        controlling: bool = False,
     ) -> WebRtcLeg:
         """Make a certificate and gather candidates (and STUN/TURN ones when configured).
 
@@ -232,11 +233,15 @@ class WebRtcLeg:
             on_rtp: gets every decrypted RTP packet, any payload type.
             on_rtcp: gets every decrypted RTCP compound packet.
             on_state: gets each new :attr:`state`.
+            controlling: our expected ICE role (we offer), set now so that the peer's
+                checks arriving before :meth:`connect` meet the right role and cause no
+                role-conflict round trip (RFC 8445 7.3.1.1); ``connect`` has the last word.
 
         Raises:
             WebRtcLegError: ``no-candidates``: no configured address could be bound.
         """
         leg = cls(config, on_rtp=on_rtp, on_rtcp=on_rtcp, on_state=on_state)
+        leg._gatherer._connection.ice_controlling = controlling
         try:
             await leg._gather()
         except BaseException:

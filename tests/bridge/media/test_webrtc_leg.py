@@ -646,3 +646,14 @@ async def test_connect_twice_is_refused(legs):
     with pytest.raises(WebRtcLegError) as caught:
         await a.connect(config_a, controlling=True)
     assert caught.value.reason == "invalid-state"
+
+
+async def test_the_ice_role_is_set_at_creation() -> None:
+    for controlling in (True, False):
+        leg = await WebRtcLeg.create(
+            WebRtcLegConfig(), on_rtp=lambda _data: None, controlling=controlling
+        )
+        try:
+            assert leg._gatherer._connection.ice_controlling is controlling
+        finally:
+            await leg.close()
