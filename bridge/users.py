@@ -92,6 +92,10 @@ __all__ = [
 
 log = logging.getLogger("bridge.users")
 
+# aiosqlite logs every statement WITH its parameters at DEBUG: HA1 values would reach the
+# log of a bridge run with log.level = DEBUG. Its records stop at INFO whatever the level.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
 SCHEMA_VERSION = 1
 """The schema this code reads and writes."""
 MIN_PASSWORD_LENGTH = 8

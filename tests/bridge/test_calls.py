@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -507,3 +508,36 @@ async def test_early_media_reaches_the_browser_before_the_answer(bridge) -> None
     await asyncio.sleep(0.5)
     assert call.reception.count > 10  # the carrier's tone flows after the answer too
     await _hang_up(harness, call)
+
+
+async def test_no_secret_reaches_the_logs_or_the_record(bridge, caplog) -> None:
+    """SRTP master keys, the password, HA1 values and digest responses never reach the
+    logs (at DEBUG), the security record or the INFO bodies."""
+    import base64
+    import logging
+
+    from sip_gateway.sip.auth import DigestAlgorithm, compute_ha1
+
+    caplog.set_level(logging.DEBUG)
+    harness = await bridge()
+    client = await harness.client()
+    call = await _answered_call(client)
+    await asyncio.sleep(0.3)
+    bridged = _bridge_call(harness)
+    crypto = bridged.gateway.media_config.crypto
+    record = json.dumps(bridged.record.as_dict())
+    await _hang_up(harness, call)
+    secrets_seen = [
+        base64.b64encode(crypto.local_key).decode(),
+        base64.b64encode(crypto.remote_key).decode(),
+        crypto.local_key.hex(),
+        crypto.remote_key.hex(),
+        PASSWORD,
+        *(compute_ha1(USER, harness.settings.sip.realm, PASSWORD, a) for a in DigestAlgorithm),
+    ]
+    texts = [caplog.text, record, *(body.decode("utf-8", "replace") for _k, body in call.infos)]
+    for secret in secrets_seen:
+        for text in texts:
+            assert secret not in text
+    assert "response=" not in caplog.text  # digest responses are never logged
+    assert "inline:" not in caplog.text and "inline:" not in record
