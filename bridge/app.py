@@ -308,6 +308,7 @@ def _orchestrator(
         ),
         opus=OpusEncoderConfig(complexity=webrtc.opus_complexity, bitrate=webrtc.opus_bitrate),
         gateway_host=settings.sip.listen_host,
+        gateway_port_range=settings.sip.media_port_range,
     )
     trunk = plan.trunk or (settings.trunks[0].name if settings.trunks else "")
     config = OrchestratorConfig(

@@ -111,8 +111,16 @@ class SipSettings(_Section):
     keepalive_interval: float = Field(default=30.0, ge=0.0, le=3600.0)
     idle_timeout: float = Field(default=300.0, ge=5.0, le=86400.0)
     realm: str = Field(default="pstn-bridge", min_length=1, max_length=128)
+    media_port_range: tuple[Port, Port] | None = None
 
     _host = field_validator("listen_host")(_check_host)
+
+    @field_validator("media_port_range")
+    @classmethod
+    def _range(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not 0 < value[0] < value[1]:
+            raise ValueError("media_port_range must be [low, high] with 0 < low < high")
+        return value
 
 
 class HttpSettings(_Section):

@@ -313,13 +313,13 @@ class Orchestrator:
             endpoint=None,
             release=None,
         )
+        carrier.on_event = call.gateway_event  # from now on its end ends the call
+        call.gateway = carrier
         try:
             await call.media.open()
         except OSError as exc:
             log.warning("call %s: no gateway media port: %s", call.call_id, exc)
             return Reject(status_code=503)
-        carrier.on_event = call.gateway_event
-        call.gateway = carrier
         carrier.ring()
         try:
             winner = await self._ring_browsers(call, owner, browsers)
@@ -327,6 +327,9 @@ class Orchestrator:
             status, _reason = failure_status(exc.failure, exc.status_code)
             call.status_code = status
             return Reject(status_code=status)
+        except WebRtcLegError as exc:
+            log.warning("call %s: browser media could not be set up: %s", call.call_id, exc)
+            return Reject(status_code=503)
         call.browser = winner
         return Answer(media=call.media.gateway_port, ring=False, on_event=call.gateway_event)
 

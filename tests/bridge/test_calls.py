@@ -120,7 +120,7 @@ async def bridge(tmp_path: Path, pki: Any) -> AsyncIterator[Callable[..., Awaita
     sockets_before = _socket_count()
     tasks_before = asyncio.all_tasks()
 
-    async def factory(**sim: Any) -> Harness:
+    async def factory(*, sip: dict[str, Any] | None = None, **sim: Any) -> Harness:
         sim_port = free_port()
         settings = Settings.model_validate(
             {
@@ -130,7 +130,7 @@ async def bridge(tmp_path: Path, pki: Any) -> AsyncIterator[Callable[..., Awaita
                     "key_file": pki.server_key,
                     "ca_file": pki.ca_certificate,
                 },
-                "sip": {"listen_port": 0},
+                "sip": {"listen_port": 0} | (sip or {}),
                 "http": {"listen_port": 0},
                 "users": {"demo_user": ""},
                 "trunks": [
@@ -356,6 +356,34 @@ async def test_inbound_call_without_registered_browser_gets_480(bridge) -> None:
     with pytest.raises(CallFailedError) as failed:
         await sim.call(DID, "127.0.0.1", harness.running.sip_port)
     assert failed.value.status_code == 480
+
+
+async def test_inbound_call_without_a_free_media_port_gets_503(bridge) -> None:
+    """All of the bridge's gateway RTP ports are taken: a clear 503, nothing left over."""
+    import socket
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    low = port - port % 2  # the range holds one even port (RTP) and the next (RTCP)
+    blockers = [taken]
+    for extra in {low, low + 1} - {port}:
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            other.bind(("127.0.0.1", extra))
+        blockers.append(other)
+    try:
+        harness = await bridge(sip={"media_port_range": [low, low + 1]})
+        await harness.client()
+        sim = harness.running.carrier_sim
+        assert sim is not None
+        with pytest.raises(CallFailedError) as failed:
+            await sim.call(DID, "127.0.0.1", harness.running.sip_port)
+        assert failed.value.status_code == 503
+        await harness.idle()
+    finally:
+        for sock in blockers:
+            sock.close()
 
 
 async def test_inbound_call_declined_gets_603(bridge) -> None:

@@ -49,6 +49,7 @@ def test_example_documents_every_option_with_its_default() -> None:
         "trunks.password",
         "carrier_sim.hangup_after",
         "carrier_sim.media_port_range",
+        "sip.media_port_range",
     }  # shown commented out: no TOML null
     documented = _keys(data) | commented
     assert documented == _options(Settings)
