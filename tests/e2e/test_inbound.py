@@ -72,7 +72,7 @@ async def test_inbound_call_rings_the_page_which_answers_and_audio_flows_both_wa
     await sim.hangup()
     ended = await wait_call_state(page, "ended", timeout=5)
     assert ended["originator"] == "remote", ended
-    assert_speech(sim.recording, mic_wav)
+    assert_speech(sim.recording, mic_wav, note=sim.media_stats())
     await wait_bridge_idle(bridge)
     assert bridge.running.orchestrator.ended == {"caller-hangup": 1}
 

@@ -104,7 +104,7 @@ async def test_opus_call_is_transcoded_and_audio_dtmf_and_security_check_out(
 
     assert sim.digits == ["1", "2", "3", "#"]
     assert state["dtmfSent"] == "123#"
-    assert_speech(sim.recording, mic_wav)
+    assert_speech(sim.recording, mic_wav, note=sim.media_stats())
     final = await read_state(page)
     for text in (json.dumps(final["records"]), "\n".join(final["log"])):
         assert "inline:" not in text  # no SDES key material reaches the browser
@@ -169,5 +169,5 @@ async def test_pcmu_call_is_relayed_and_the_speech_arrives(
     (sim,) = bridge.carrier_sim.calls
     async with asyncio.timeout(5):
         await sim.wait_ended()
-    assert_speech(sim.recording, mic_wav)
+    assert_speech(sim.recording, mic_wav, note=sim.media_stats())
     await wait_bridge_idle(bridge)
