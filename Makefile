@@ -4,8 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive as real peers (see ../shared/PEERS.md).
-DEB_PACKAGES := sip-tester stunnel4 baresip-core openssl chromium espeak-ng fonts-dejavu-core
-DEB_COMMANDS := sipp stunnel baresip openssl chromium espeak-ng
+DEB_PACKAGES := sip-tester stunnel4 baresip-core openssl chromium espeak-ng fonts-dejavu-core iproute2
+DEB_COMMANDS := sipp stunnel baresip openssl chromium espeak-ng ip
+# pytest runs in a new network namespace that has only `lo` (../shared/PEERS.md section 12):
+# no test can reach past 127.0.0.0/8 and ::1, not even Chromium, which gathers ICE candidates
+# on every interface it sees. Non-root users get a user namespace for it.
+NETNS := unshare --net $(if $(filter 0,$(shell id -u)),,--map-root-user) \
+	sh -c 'ip link set lo up && exec "$$@"' netns
 # The dialer page's JsSIP, bundled from npm (package.json + package-lock.json); build output.
 JSSIP_BUNDLE := bridge/static/jssip.bundle.js
 
@@ -53,7 +58,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 test: $(STAMP) $(JSSIP_BUNDLE) system-deps lint
-	$(VENV)/bin/pytest
+	$(NETNS) $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules $(JSSIP_BUNDLE)
