@@ -569,3 +569,51 @@ async def test_no_secret_reaches_the_logs_or_the_record(bridge, caplog) -> None:
             assert secret not in text
     assert "response=" not in caplog.text  # digest responses are never logged
     assert "inline:" not in caplog.text and "inline:" not in record
+
+
+async def test_carrier_dtmf_reaches_the_browser_as_rfc4733(bridge) -> None:
+    from sip_gateway.media.dtmf import DtmfReceiver
+
+    harness = await bridge(dtmf_to_send="47#", dtmf_delay=0.3)
+    client = await harness.client()
+    call = await _answered_call(client)
+    assert call.config is not None and call.config.telephone_event is not None
+    event = call.config.telephone_event
+    receiver = DtmfReceiver(event.payload_type, event.clock_rate)
+    digits: list[str] = []
+    async with asyncio.timeout(6):
+        seen = 0
+        while len(digits) < 3:
+            reception = call.reception
+            for index in range(seen, reception.count):
+                if reception.payload_types[index] == event.payload_type:
+                    found = receiver.feed_payload(
+                        event.payload_type, reception.timestamps[index], reception.payloads[index]
+                    )
+                    digits.extend(d.digit for d in found)
+            seen = reception.count
+            await asyncio.sleep(0.05)
+    assert "".join(digits) == "47#"
+    await _hang_up(harness, call)
+
+
+async def test_inbound_call_rings_every_browser_and_the_first_answer_wins(bridge) -> None:
+    harness = await bridge()
+    first = await harness.client()
+    second = await harness.client()  # the same user registered from a second browser
+    sim = harness.running.carrier_sim
+    assert sim is not None
+    placing = asyncio.ensure_future(sim.call(DID, "127.0.0.1", harness.running.sip_port))
+    ringing_first = await first.next_incoming()
+    ringing_second = await second.next_incoming()
+    await ringing_second.answer()
+    async with asyncio.timeout(10):
+        sim_call = await placing
+    await ringing_second.wait_media()
+    await ringing_first.wait_ended(timeout=5)
+    assert ringing_first.status == 487  # the other browser's INVITE was cancelled
+    assert not ringing_second.ended
+    assert await ringing_second.hangup() == 200
+    async with asyncio.timeout(5):
+        await sim_call.wait_ended()
+    await harness.idle()
