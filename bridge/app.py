@@ -15,8 +15,7 @@ import logging
 import os
 import secrets
 import signal
-import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ from sip_gateway.carrier_sim import (
     run_carrier_sim,
 )
 from sip_gateway.devcerts import ensure_dev_pki
-from sip_gateway.sip.auth import Ha1Lookup
 from sip_gateway.tls import (
     ClientAuth,
     TlsPolicyError,
@@ -60,6 +58,7 @@ from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig
 from .settings import CarrierSimSettings, Settings, TrunkSettings
 from .signaling import Signaling
 from .users import Ha1Cache, UserStore, UserStoreError, ensure_demo_user, sqlite_url
+from .web import HttpsSite, start_https
 
 __all__ = [
     "RunningBridge",
@@ -72,9 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("bridge.app")
-
-STATIC_DIR = Path(__file__).with_name("static")
-"""The dialer page; ``jssip.bundle.js`` in it is built from npm by ``make run``/``make test``."""
 
 
 class StartupError(Exception):
@@ -160,13 +156,11 @@ def _configure_logging(settings: Settings) -> None:
     )
 
 
-async def start(settings: Settings, *, lookup: Ha1Lookup | None = None) -> RunningBridge:
+async def start(settings: Settings) -> RunningBridge:
     """Start every listener the settings describe.
 
     Args:
         settings: validated settings.
-        lookup: an HA1 lookup used instead of the user database (tests of the registrar
-            alone); None: the database's users.
 
     Raises:
         StartupError: certificates or ports are unusable.
@@ -200,7 +194,7 @@ async def start(settings: Settings, *, lookup: Ha1Lookup | None = None) -> Runni
     auth = BrowserAuth.for_realm(
         settings.sip.realm,
         _digest_secret(var_dir),
-        ha1_lookup=users.lookup if lookup is None else lookup,
+        ha1_lookup=users.lookup,
         random_bytes=secrets.token_bytes,
         guard=AuthGuard(
             AuthGuardConfig(
@@ -236,9 +230,15 @@ async def start(settings: Settings, *, lookup: Ha1Lookup | None = None) -> Runni
             f"{exc.strerror or exc}"
         ) from exc
     try:
-        runner, https_port = await _start_https(
-            settings, https_ctx, SipWebSocketService(signaling.handle, config=endpoint_config)
+        http = settings.http
+        site = HttpsSite(
+            host=http.listen_host,
+            port=http.listen_port,
+            hsts_max_age=http.hsts_max_age,
+            websocket_path=http.websocket_path,
         )
+        websocket = SipWebSocketService(signaling.handle, config=endpoint_config)
+        runner, https_port = await start_https(site, https_ctx, websocket)
     except OSError as exc:
         await gateway.aclose()
         raise StartupError(
@@ -462,50 +462,6 @@ def _digest_secret(var_dir: Path) -> bytes:
     with os.fdopen(fd, "wb") as out:
         out.write(secret)
     return secret
-
-
-@web.middleware
-async def _security_headers(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    response = await handler(request)
-    max_age = request.app[_HSTS_KEY]
-    response.headers["Strict-Transport-Security"] = f"max-age={max_age}; includeSubDomains"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Server"] = "pstn-bridge"
-    return response
-
-
-_HSTS_KEY = web.AppKey("hsts_max_age", int)
-
-
-async def _root(request: web.Request) -> web.StreamResponse:
-    return web.FileResponse(STATIC_DIR / "index.html")
-
-
-async def _start_https(
-    settings: Settings,
-    ctx: ssl.SSLContext,
-    websocket: SipWebSocketService,
-) -> tuple[web.AppRunner, int]:
-    app = web.Application(middlewares=[_security_headers])
-    app[_HSTS_KEY] = settings.http.hsts_max_age
-    app.router.add_get("/", _root)
-    app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
-    app.router.add_get(settings.http.websocket_path, websocket.handle)
-    app.on_shutdown.append(websocket.on_shutdown)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, settings.http.listen_host, settings.http.listen_port, ssl_context=ctx
-    )
-    try:
-        await site.start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    port = int(runner.addresses[0][1])  # the bound port, also when 0 was asked for
-    return runner, port
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
