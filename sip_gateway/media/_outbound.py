@@ -13,8 +13,12 @@ packet (:meth:`OutboundStream.tick`). What goes out, in priority order:
    and the next packet carries the marker bit (a new talkspurt).
 
 The RTP timestamp advances by one frame per tick whatever goes out, so it stays in
-step with the tick clock. No I/O, no clock, no randomness (the packetizer is built
-by the session from its injected source).
+step with the tick clock. In cut-through mode the FIFO and :meth:`~OutboundStream.tick`
+are not used: :mod:`.cut_through` decides when a packet goes out and takes it from
+:meth:`~OutboundStream.audio_packet` (a frame sent at once), :meth:`~OutboundStream.
+filler_packet` (comfort silence) or :meth:`~OutboundStream.next_digit_packet`, with the
+same digit queue, inter-digit gap and marker rules. No I/O, no clock, no randomness
+(the packetizer is built by the session from its injected source).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from .errors import LocalMediaError
 from .g711 import G711Codec
 from .rtp import RtpPacket, RtpPacketizer
 
-__all__ = ["DTMF_GAP_TICKS", "MAX_QUEUED_FRAMES", "OutboundStream"]
+__all__ = ["DTMF_GAP_TICKS", "MAX_QUEUED_FRAMES", "OutboundStream", "check_pcm"]
 
 MAX_QUEUED_FRAMES: Final = 10
 """Local audio queued beyond this many frames is discarded, oldest first."""
@@ -40,6 +44,20 @@ MAX_QUEUED_DIGITS: Final = 64
 
 Pcm = npt.NDArray[np.int16]
 _INT16: Final = np.dtype(np.int16)
+
+
+def check_pcm(pcm: Pcm) -> None:
+    """Refuse what is not a one-dimensional ``int16`` array.
+
+    Raises:
+        LocalMediaError: not a one-dimensional ``int16`` array.
+    """
+    if (
+        not isinstance(pcm, np.ndarray)
+        or (pcm.dtype is not _INT16 and pcm.dtype != _INT16)  # identity: the fast check
+        or pcm.ndim != 1
+    ):
+        raise LocalMediaError("audio must be a one-dimensional int16 numpy array")
 
 
 class OutboundStream:
@@ -82,12 +100,7 @@ class OutboundStream:
         Raises:
             LocalMediaError: not a one-dimensional ``int16`` array.
         """
-        if (
-            not isinstance(pcm, np.ndarray)
-            or (pcm.dtype is not _INT16 and pcm.dtype != _INT16)  # identity: the fast check
-            or pcm.ndim != 1
-        ):
-            raise LocalMediaError("audio must be a one-dimensional int16 numpy array")
+        check_pcm(pcm)
         if not len(pcm):
             return
         self._chunks.append(pcm)
@@ -157,6 +170,48 @@ class OutboundStream:
             self._event.clear()
             self._digits.clear()
         self.packetizer.advance(self.samples)
+        self._marker = True
+
+    # -- cut-through (``cut_through.CutThroughSender`` decides when) --------------------
+
+    @property
+    def digit_active(self) -> bool:
+        """Whether a digit's packets are being sent."""
+        return bool(self._event)
+
+    def digit_ready(self) -> bool:
+        """Whether a queued digit may start now (none active, the gap after the last over)."""
+        return not self._event and bool(self._digits) and not self._gap and self.dtmf is not None
+
+    def next_digit_packet(self) -> bytes | None:
+        """The next packet of the digit being sent (or of a ready one), None if neither."""
+        return self._digit_packet() if self._event or self._digits else None
+
+    def audio_packet(self, frame: Pcm) -> bytes:
+        """The packet of one validated frame (any length), sent now; it counts toward the
+        inter-digit gap and moves the timestamp by its samples."""
+        if self._gap:
+            self._gap -= 1
+        marker, self._marker = self._marker, False
+        return self.packetizer.packet_bytes(self.codec.encode_frame(frame), len(frame), marker)
+
+    def filler_packet(self) -> bytes | None:
+        """One frame of comfort silence; None with ``comfort_noise`` off (the timestamp
+        moves on and the next packet carries the marker bit)."""
+        if self._gap:
+            self._gap -= 1
+        samples = self.samples
+        if not self.comfort_noise:
+            self.packetizer.advance(samples)
+            self._marker = True
+            return None
+        self.silence_sent += 1
+        marker, self._marker = self._marker, False
+        return self.packetizer.packet_bytes(self.codec.silence(samples), samples, marker)
+
+    def gap(self, frames: int) -> None:
+        """Move the timestamp on by ``frames`` frames without sending (a stall)."""
+        self.packetizer.advance(frames * self.samples)
         self._marker = True
 
     def _event_packet(self) -> bytes:

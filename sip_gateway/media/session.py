@@ -25,6 +25,14 @@ one attenuated once, then silence). RTCP SR/RR with SDES CNAME goes out over SRT
 the RFC 3550 A.7 interval (about 5 s, randomized), to the peer's RTP address with
 rtcp-mux or to its RTCP port.
 
+Cut-through (``cut_through=True``, for a relay whose peers have jitter buffers; see
+:mod:`.cut_through`): no ticks and no jitter buffer. Each accepted audio packet is decoded
+and reported at once (:class:`AudioReceived`; one with ``concealed=True`` and silence of
+the missing length first when its timestamp shows a gap); a late or duplicate one is
+dropped (reasons ``late``, ``duplicate``, ``sequence_jump``). :meth:`~MediaSession.
+send_audio_now` sends a frame at once; the timer only sends digit packets, comfort
+silence when the audio pauses, and RTCP.
+
 Secrets: keys live only in :class:`~sip_gateway.media.srtp.SrtpSession`; no event,
 statistic or ``repr`` here carries them.
 """
@@ -32,14 +40,20 @@ statistic or ``repr`` here carries them.
 from __future__ import annotations
 
 from collections import deque
-from typing import Final, Protocol
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
-from sip_gateway.sdp.media_config import MediaConfig, SdesCrypto
+from sip_gateway.sdp.media_config import MediaConfig
 
-from ._outbound import OutboundStream
+from ._drops import DropLog
+from ._outbound import OutboundStream, check_pcm
+from ._setup import CLOCK_RATE, RandomSource
+from ._setup import frame_samples as _samples
+from ._setup import sdes_crypto as _sdes
+from ._setup import send_codec as _send_codec
+from .cut_through import DROP_REASONS, CutThroughSender, ForwardOrder, gap_silence
 from .dtmf import DtmfReceiver, DtmfSender
 from .errors import LocalMediaError, MalformedPacketError, UnsupportedCodecError
 from .events import (
@@ -47,7 +61,6 @@ from .events import (
     DtmfReceived,
     MediaEvent,
     MediaStats,
-    PacketDropped,
     RtcpReceived,
     SourceLatched,
 )
@@ -74,28 +87,13 @@ __all__ = ["RELATCH_AFTER", "MediaSession", "RandomSource"]
 Address = tuple[str, int]
 Pcm = npt.NDArray[np.int16]
 
-CLOCK_RATE: Final = 8000
 RELATCH_AFTER: Final = 1.0
 """Seconds the latched source must be silent before another one may take over."""
-DROP_EVENT_INTERVAL: Final = 1.0
-"""At most one PacketDropped per reason per this many seconds."""
 MAX_CATCH_UP: Final = 10
 """Ticks handled at once after a late timer; older ones are skipped (time moves on)."""
 RTCP_SHARE: Final = 0.05  # RFC 3550 6.2: 5% of the session bandwidth
 UDP_IP_OVERHEAD: Final = 28
 CONCEALMENT_GAIN: Final = 0.5
-
-
-class RandomSource(Protocol):
-    """What the session draws from (``random.Random`` or ``secrets.SystemRandom`` fit)."""
-
-    def random(self) -> float:
-        """A float uniformly drawn from [0, 1)."""
-        ...
-
-    def getrandbits(self, k: int, /) -> int:
-        """An integer with ``k`` random bits."""
-        ...
 
 
 class MediaSession:
@@ -108,6 +106,9 @@ class MediaSession:
             interval jitter, CNAME).
         comfort_noise: send G.711 silence on ticks without local audio (no gaps).
         cname: the RTCP CNAME (default: 16 random hex digits, RFC 7022 style).
+        cut_through: forward each packet as it comes, both ways (module docstring):
+            audio goes out with :meth:`send_audio_now`, received audio is reported at
+            once; :meth:`send_audio` and :meth:`ticks_due` are not used.
 
     Raises:
         LocalMediaError: the configuration is not SDES-keyed, or its suite is not supported.
@@ -122,8 +123,12 @@ class MediaSession:
         rng: RandomSource,
         comfort_noise: bool = True,
         cname: str | None = None,
+        cut_through: bool = False,
     ) -> None:
         self._rng = rng
+        self._cut_through = cut_through
+        self._cut: CutThroughSender | None = None  # created by start()
+        self._order = ForwardOrder()
         self._srtp = SrtpSession(_sdes(config))
         self._use_config(config)
         codec = _send_codec(config)
@@ -145,10 +150,8 @@ class MediaSession:
         self._jitter = self._new_jitter()
         self._events: deque[MediaEvent] = deque()
         self._datagrams: list[tuple[bytes, Address]] = []
-        self._dropped: dict[str, int] = {}
-        self._drop_pending: dict[str, int] = {}
-        self._drop_reported: dict[str, float] = {}
-        self._unreported = 0  # drops counted but not yet in a PacketDropped (all reasons)
+        self._drops = DropLog(self._events)
+        self._drop = self._drops.drop
         self._last_frame: Pcm | None = None
         self._concealed_run = 0
         self._playing = False
@@ -205,6 +208,9 @@ class MediaSession:
             return
         self._epoch, self._ticks, self._unix_offset = now, 0, unix_offset
         self._running = not self._closed
+        if self._cut_through:
+            self._cut = CutThroughSender(self._out, self._ptime, now, CLOCK_RATE)
+            self._cut.sending = self._sends
         self._schedule_rtcp(now, initial=True)
 
     def get_timer(self) -> float | None:
@@ -212,13 +218,16 @@ class MediaSession:
         epoch = self._epoch
         if not self._running or epoch is None:
             return None
+        if self._cut is not None:
+            tick = self._cut.deadline()
+            return tick if tick < self._next_rtcp else self._next_rtcp
         tick = epoch + self._ticks * self._ptime
         return tick if tick < self._next_rtcp else self._next_rtcp
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
         epoch = self._epoch
-        if not self._running or epoch is None or now < epoch:
+        if not self._running or epoch is None or now < epoch or self._cut is not None:
             return 0
         behind = int((now - epoch) / self._ptime + 1e-9) + 1 - self._ticks  # _behind inlined
         return 0 if behind < 0 else behind if behind < MAX_CATCH_UP else MAX_CATCH_UP
@@ -227,6 +236,10 @@ class MediaSession:
         """Run the due ptime ticks (send, play out) and the RTCP report if due."""
         epoch = self._epoch
         if not self._running or epoch is None:
+            return
+        if self._cut is not None:
+            self._send_packets(self._cut.handle(now))
+            self._after_ticks(now)
             return
         # _behind inlined: ticks due and not handled yet
         behind = int((now - epoch) / self._ptime + 1e-9) + 1 - self._ticks if now >= epoch else 0
@@ -238,11 +251,14 @@ class MediaSession:
                 self._ticks += 1
             for _ in range(min(behind, MAX_CATCH_UP)):
                 self._tick(now)
+        self._after_ticks(now)
+
+    def _after_ticks(self, now: float) -> None:
         if now >= self._next_rtcp:
             self._send_rtcp(now)
             self._schedule_rtcp(now, initial=False)
-        if self._unreported:
-            self._flush_drops(now)
+        if self._drops.unreported:
+            self._drops.flush(now)
 
     def send_audio(self, pcm: Pcm, now: float) -> None:
         """Queue local audio (8 kHz mono ``int16``); one frame goes out per tick.
@@ -252,13 +268,35 @@ class MediaSession:
         """
         self._out.push(pcm)
 
+    def send_audio_now(self, pcm: Pcm, now: float) -> None:
+        """Cut-through: packetize, protect and queue ``pcm`` (8 kHz ``int16``) at once.
+
+        Longer than one ptime, it goes out as several packets; the timestamp moves by
+        its samples. Dropped (and counted) while a digit is sent; dropped before
+        :meth:`start`, after :meth:`close` and when the direction does not send.
+
+        Raises:
+            LocalMediaError: not a one-dimensional ``int16`` array, or not cut-through.
+        """
+        check_pcm(pcm)
+        cut = self._cut
+        if cut is None and not self._cut_through:
+            raise LocalMediaError("send_audio_now needs a cut-through session")
+        if cut is not None and self._running and self._sends:
+            self._send_packets(cut.send(pcm, now))
+
     def send_dtmf(self, digit: str, now: float, duration_ms: int = 100) -> None:
-        """Queue an RFC 4733 digit; its packets replace audio on the next ticks.
+        """Queue an RFC 4733 digit; its packets replace audio on the next ticks (slots).
 
         Raises:
             LocalMediaError: no telephone-event was negotiated, or not a DTMF digit.
         """
         self._out.queue_digit(digit, duration_ms)
+
+    @property
+    def audio_suppressed(self) -> int:
+        """Cut-through: local audio frames dropped because a digit was being sent."""
+        return 0 if self._cut is None else self._cut.suppressed
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         """Handle one datagram from the network (RTP or RTCP, protected). Never raises."""
@@ -331,12 +369,12 @@ class MediaSession:
             octets_received=self._octets,
             rtcp_received=self._rtcp_received,
             dtmf_received=self._dtmf_received,
-            dropped=dict(self._dropped),
+            dropped=dict(self._drops.counts),
             lost=max(0, reception.cumulative_lost) if reception else 0,
             jitter_ms=reception.jitter_seconds * 1000 if reception else 0.0,
             concealed=self._concealed,
-            late=self._jitter.late,
-            playout_delay_ms=self._jitter.delay * 1000,
+            late=self._drops.counts.get("late", 0) if self._cut_through else self._jitter.late,
+            playout_delay_ms=0.0 if self._cut_through else self._jitter.delay * 1000,
             audio_overflow=out.overflow,
             round_trip_time=self._rtt,
             remote_address=self._remote,
@@ -351,6 +389,8 @@ class MediaSession:
         self._config = config
         self._ptime = config.ptime / 1000
         self._sends = config.direction.sends
+        if self._cut is not None:
+            self._cut.sending, self._cut.ptime = self._sends, self._ptime
         self._receives = config.direction.receives
         event = config.telephone_event
         self._event_payload_type = -1 if event is None else event.payload_type
@@ -384,6 +424,12 @@ class MediaSession:
         return self._epoch + index * self._ptime
 
     # -- ticks -----------------------------------------------------------------------
+
+    def _send_packets(self, packets: list[bytes | None] | list[bytes]) -> None:
+        for packet in packets:
+            if packet is not None:
+                self._datagrams.append((self._srtp.protect(packet), self._remote))
+                self._sent_since_report = True
 
     def _tick(self, now: float) -> None:
         self._ticks += 1
@@ -453,11 +499,27 @@ class MediaSession:
             for digit in receiver.feed_payload(payload_type, timestamp, payload):
                 self._dtmf_received += 1
                 self._events.append(DtmfReceived(digit=digit.digit, duration_ms=digit.duration_ms))
-        if is_event:
+        if self._cut_through:
+            if not is_event:
+                self._forward(payload_type, sequence, timestamp, payload, now)
+        elif is_event:
             self._jitter.put_non_audio(sequence, timestamp)  # fills its sequence number
         else:
             self._jitter.put_frame(sequence, timestamp, (payload_type, payload), now)
         self._playing = True
+
+    def _forward(
+        self, payload_type: int, sequence: int, timestamp: int, payload: bytes, now: float
+    ) -> None:
+        """Cut-through: report an audio packet at once, unless it is late or a duplicate."""
+        verdict = self._order.accept(sequence, timestamp, len(payload))  # G.711: 1 B/sample
+        if verdict < 0:
+            self._drop(DROP_REASONS[verdict], now)
+            return
+        if verdict:
+            self._concealed += 1
+            self._events.append(AudioReceived(pcm=gap_silence(verdict), concealed=True))
+        self._events.append(AudioReceived(pcm=self._decoders[payload_type].decode(payload)))
 
     def _accept_source(self, ssrc: int, source: Address, now: float) -> bool:
         """Symmetric RTP latching; only ever called for authenticated packets."""
@@ -473,6 +535,7 @@ class MediaSession:
             self._remote_ssrc = ssrc
             self._reception = ReceptionStats(ssrc, CLOCK_RATE)
             self._jitter = self._new_jitter()
+            self._order = ForwardOrder()
             self._dtmf_rx = self._new_dtmf_receiver()
         self._events.append(SourceLatched(address=source, ssrc=ssrc, previous=previous))
         return True
@@ -508,27 +571,6 @@ class MediaSession:
                     rtt = round_trip_time(block, now + self._unix_offset) or rtt
         return rtt
 
-    def _drop(self, reason: str, now: float) -> None:
-        self._dropped[reason] = self._dropped.get(reason, 0) + 1
-        self._drop_pending[reason] = self._drop_pending.get(reason, 0) + 1
-        self._unreported += 1
-        last = self._drop_reported.get(reason)
-        if last is None or now - last >= DROP_EVENT_INTERVAL:
-            self._report_drop(reason, now)
-
-    def _flush_drops(self, now: float) -> None:
-        for reason, pending in self._drop_pending.items():
-            if pending and now - self._drop_reported[reason] >= DROP_EVENT_INTERVAL:
-                self._report_drop(reason, now)
-
-    def _report_drop(self, reason: str, now: float) -> None:
-        pending, self._drop_pending[reason] = self._drop_pending[reason], 0
-        self._unreported -= pending
-        self._drop_reported[reason] = now
-        self._events.append(
-            PacketDropped(reason=reason, count=pending, total=self._dropped[reason])
-        )
-
     # -- RTCP ------------------------------------------------------------------------
 
     def _schedule_rtcp(self, now: float, *, initial: bool) -> None:
@@ -554,7 +596,8 @@ class MediaSession:
         report: RtcpPacket
         if self._sent_since_report:
             packetizer = self._out.packetizer
-            ahead = round((self._tick_time(self._ticks) - now) * CLOCK_RATE)
+            due = self._tick_time(self._ticks) if self._cut is None else self._cut.due
+            ahead = round((due - now) * CLOCK_RATE)
             report = SenderReport(
                 ssrc=ssrc,
                 ntp_timestamp=ntp_timestamp(now + self._unix_offset),
@@ -572,20 +615,3 @@ class MediaSession:
         self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16
         self._rtcp_sent += 1
         self._sent_since_report = False
-
-
-def _sdes(config: MediaConfig) -> SdesCrypto:
-    if not isinstance(config.crypto, SdesCrypto):
-        raise LocalMediaError("MediaSession needs SDES-keyed SRTP (DTLS legs use aiortc)")
-    return config.crypto
-
-
-def _send_codec(config: MediaConfig) -> G711Codec:
-    codec = config.codec
-    if codec.clock_rate != CLOCK_RATE:
-        raise UnsupportedCodecError(f"unsupported clock rate for {codec}")
-    return G711Codec(codec.name, codec.payload_type)
-
-
-def _samples(config: MediaConfig) -> int:
-    return CLOCK_RATE * config.ptime // 1000
