@@ -17,7 +17,11 @@ and hands over a :class:`~sip_gateway.sdp.MediaConfig` once offer/answer is done
 
 Audio is pluggable: ``audio_source`` is pulled once per ptime tick for one frame of
 8 kHz ``int16`` PCM (None: comfort silence), ``audio_sink`` gets every played-out frame,
-``on_event`` every :class:`~sip_gateway.media.events.MediaEvent`. It implements the
+``on_event`` every :class:`~sip_gateway.media.events.MediaEvent`. With
+``cut_through=True`` (a relay: see :mod:`sip_gateway.media.cut_through`) there is no
+playout clock: :meth:`RtpMediaPort.send_audio` sends a frame at once instead of the
+source, and the sink gets each received frame as it arrives (and the silence standing
+for a gap, which ``on_event`` sees as ``AudioReceived(concealed=True)``). It implements the
 trunk's :class:`~sip_gateway.trunk.state.MediaPort` protocol structurally (this package
 never imports the trunk). Keys live in the session only; nothing here logs or shows them.
 """
@@ -47,7 +51,7 @@ logger = logging.getLogger("sip_gateway.aio.media_port")
 
 AudioSink = Callable[["npt.NDArray[np.int16]"], None]
 """Called with each played-out frame (8 kHz mono ``int16``, one ptime; silence or
-concealment when nothing arrived)."""
+concealment when nothing arrived); cut-through: each received frame, at once."""
 
 
 class RtpMediaPort:
@@ -67,6 +71,7 @@ class RtpMediaPort:
         on_event: EventSink | None = None,
         rng: RandomSource | None = None,
         comfort_noise: bool = True,
+        cut_through: bool = False,
     ) -> None:
         """Wrap a bound socket (prefer :meth:`open`)."""
         self.socket = media_socket
@@ -76,6 +81,7 @@ class RtpMediaPort:
         self._on_event = on_event
         self._rng: RandomSource = rng if rng is not None else secrets.SystemRandom()
         self._comfort_noise = comfort_noise
+        self._cut_through = cut_through
         self._closed = False
 
     @classmethod
@@ -90,6 +96,7 @@ class RtpMediaPort:
         on_event: EventSink | None = None,
         rng: RandomSource | None = None,
         comfort_noise: bool = True,
+        cut_through: bool = False,
     ) -> RtpMediaPort:
         """Bind the media socket(s) so that :attr:`local_address` can go into the SDP.
 
@@ -105,6 +112,8 @@ class RtpMediaPort:
             rng: the random source of SSRC, sequence number, timestamp and RTCP timing
                 (default :class:`secrets.SystemRandom`).
             comfort_noise: send G.711 silence on ticks without audio (no gaps).
+            cut_through: no playout clock: audio goes out with :meth:`send_audio` as it
+                comes, received frames are reported as they arrive (a relay's mode).
 
         Raises:
             OSError: no port could be bound.
@@ -117,6 +126,7 @@ class RtpMediaPort:
             on_event=on_event,
             rng=rng,
             comfort_noise=comfort_noise,
+            cut_through=cut_through,
         )
 
     def __repr__(self) -> str:
@@ -147,6 +157,7 @@ class RtpMediaPort:
             local_ssrc=self._rng.getrandbits(32),
             rng=self._rng,
             comfort_noise=self._comfort_noise,
+            cut_through=self._cut_through,
         )
         self.endpoint = MediaEndpoint(
             session, self.socket, audio_source=self._audio_source, on_event=self._event
@@ -180,6 +191,21 @@ class RtpMediaPort:
     def config(self) -> MediaConfig | None:
         """The configuration in force, None before the first :meth:`apply`."""
         return None if self.endpoint is None else self.endpoint.session.config
+
+    def send_audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        """Cut-through: send 8 kHz ``int16`` audio now (one packet per ptime it holds).
+
+        Dropped while media is not running (before the first :meth:`apply`, after
+        :meth:`close`) and while a digit is being sent.
+
+        Raises:
+            LocalMediaError: not ``int16`` audio, or the port is not cut-through.
+        """
+        if not self._cut_through:
+            raise LocalMediaError("send_audio needs a cut-through port")
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.send_audio(pcm)
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Queue an RFC 4733 digit (``0``-``9``, ``*``, ``#``, ``A``-``D``).

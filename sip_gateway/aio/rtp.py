@@ -15,6 +15,14 @@ thin like :class:`~sip_gateway.aio.endpoint.SipEndpoint`:
   socket when it is separate, told apart by the RFC 5761 packet-type range) and each
   ``session.next_event()`` goes to the events callback.
 
+A cut-through session (``MediaSession(cut_through=True)``) has no ticks: nothing is
+pulled from the audio source; :meth:`MediaEndpoint.send_audio` hands a frame to the
+session and sends its packet at once, and the timer only serves the session's digit,
+comfort-silence and RTCP deadlines. While audio flows, each frame moves the
+comfort-silence deadline on, so the timer is re-armed (one ``call_at``, about a
+microsecond) instead of waking the loop (measured cheaper than a lazy re-arm, which
+wakes once per ptime).
+
 Every media decision (SRTP, latching, comfort silence, RTCP timing, DTMF) is made by
 the session; ``loop.time()`` is read only here. Callbacks are synchronous and must not
 block; an exception in one is logged and the media goes on. Logs go to the
@@ -244,6 +252,16 @@ class MediaEndpoint:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def send_audio(self, pcm: npt.NDArray[np.int16]) -> None:
+        """Cut-through: send ``pcm`` now (see ``MediaSession.send_audio_now``).
+
+        Raises:
+            LocalMediaError: not ``int16`` audio, or the session is not cut-through.
+        """
+        if not self._closed:
+            self.session.send_audio_now(pcm, self._loop.time())
+            self._flush()
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Queue an RFC 4733 digit (see ``MediaSession.send_dtmf``)."""

@@ -163,3 +163,43 @@ async def test_repr_and_logs_carry_no_keys(caplog):
     for key in (a_config.crypto.local_key, a_config.crypto.remote_key):
         assert key.hex() not in text
         assert str(a_config.crypto.local_attribute).split("inline:")[1] not in text
+
+
+async def test_cut_through_port_sends_at_once_and_reports_on_arrival():
+    """A cut-through port (the bridge's gateway leg) facing a default one (a carrier):
+    each frame handed to send_audio leaves in the same call, each received frame reaches
+    the sink in the datagram's own callback; a pause is filled with comfort silence."""
+    heard_cut: list[np.ndarray] = []
+    heard_peer: list[np.ndarray] = []
+    cut = await RtpMediaPort.open("127.0.0.1", audio_sink=heard_cut.append, cut_through=True)
+    peer = await RtpMediaPort.open(
+        "127.0.0.1", audio_source=tone(440), audio_sink=heard_peer.append
+    )
+    cut.send_audio(np.zeros(160, np.int16))  # before apply: dropped, no error
+    try:
+        cut_config, peer_config = negotiate(cut, peer)
+        peer.apply(peer_config)
+        cut.apply(cut_config)
+        assert cut.endpoint is not None
+        source = tone(1000)
+        for _ in range(40):
+            sent = cut.stats().packets_sent
+            cut.send_audio(source())
+            assert cut.stats().packets_sent == sent + 1  # out at once, not on a tick
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # a pause: comfort silence keeps the stream going
+        cut.send_dtmf("5")
+        await asyncio.sleep(0.3)
+    finally:
+        cut.close()
+        peer.close()
+    stats = cut.stats()
+    assert stats.silence_sent >= 10 and stats.dtmf_sent == 1 and not stats.dropped
+    assert stats.playout_delay_ms == 0 and stats.packets_received > 20
+    toned = [pcm for pcm in heard_peer if np.abs(pcm).max() > 4000]
+    assert len(toned) >= 35  # the 40 frames sent, give or take the peer's playout start
+    assert abs(dominant_hz(np.concatenate(toned)) - 1000) < 20
+    assert len(heard_cut) == stats.packets_received  # one frame per packet, no playout ticks
+    assert abs(dominant_hz(np.concatenate(heard_cut)[-2400:]) - 440) < 20
+    with pytest.raises(LocalMediaError):
+        peer.send_audio(np.zeros(160, np.int16))  # not a cut-through port
