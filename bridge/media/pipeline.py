@@ -11,19 +11,27 @@ can later move to worker processes without touching call logic.
   :mod:`bridge.media.webrtc_leg`); :attr:`CallMedia.gateway_port` is the trunk leg's
   SDES-SRTP :class:`~sip_gateway.aio.media_port.RtpMediaPort`. Both satisfy the trunk's
   ``MediaPort`` protocol, so the SIP legs apply their negotiated configs to them directly.
+* Cut-through, both ways: the bridge is a relay in the middle of the call, and both
+  endpoints (the browser, the carrier) have jitter buffers of their own, so nothing here
+  buffers or waits for a clock; each packet is handled as it arrives, like rtpengine
+  (the gateway leg runs :class:`~sip_gateway.media.session.MediaSession` with
+  ``cut_through=True``; see :mod:`sip_gateway.media.cut_through`).
 * Browser to gateway: every decrypted RTP packet of the browser is either its audio codec
   or ``telephone-event`` (RFC 4733: each digit is re-sent on the gateway leg as RFC 4733).
-  Audio payloads go into an adaptive jitter buffer (:class:`~sip_gateway.media.jitter.
-  JitterBuffer`, by sequence number and arrival time) which the gateway leg's 20 ms clock
-  plays out: the payload due is decoded then (Opus: decoded and filtered to 8 kHz; G.711:
-  table-decoded), a lost one is concealed (Opus: libopus loss concealment), so reordering,
-  bursts and a clock drift between the browser and the gateway leg cost neither gaps
-  nor shifts in the audio.
-* Gateway to browser: the gateway leg plays out one 8 kHz frame per tick from its jitter
-  buffer; each is encoded for the browser (Opus or G.711), packetised and sent at once.
-  Digits the carrier sends become RFC 4733 packets toward the browser in place of audio.
+  An audio packet older than the newest one forwarded (or a duplicate) is dropped and
+  counted (:class:`~sip_gateway.media.cut_through.ForwardOrder`): forwarding it would
+  bake the reordering into the gateway leg's re-numbered stream. The others are decoded
+  at once (Opus: decoded and filtered to 8 kHz; G.711: table-decoded) and sent on the
+  gateway leg at once (a 40/60 ms packet as two or three 20 ms packets). The gateway leg
+  fills a pause or a lost packet with comfort silence and sends digits in place of audio.
+* Gateway to browser: the gateway leg reports each carrier frame as it arrives; it is
+  encoded for the browser (Opus or G.711), packetised and sent at once. A gap in the
+  carrier's timestamps (loss, a late packet dropped, a sender suppressing silence)
+  moves the browser stream's timestamp on by as much, so the browser's jitter buffer
+  conceals it in time. Digits the carrier sends become RFC 4733 packets toward the
+  browser in place of the next audio frames.
 * "Relay" (both legs G.711) skips Opus and resampling entirely; the G.711 table lookups
-  stay because the gateway leg's jitter buffer works on PCM.
+  stay because the gateway leg's session reports PCM.
 
 Keys stay inside the SRTP sessions; nothing here logs payloads or key material.
 """
@@ -32,19 +40,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sip_gateway.aio.media_port import RtpMediaPort
+from sip_gateway.media.cut_through import DUPLICATE, ForwardOrder
 from sip_gateway.media.dtmf import DtmfReceiver, DtmfSender
 from sip_gateway.media.errors import MalformedPacketError, MediaError
-from sip_gateway.media.events import DtmfReceived
+from sip_gateway.media.events import AudioReceived, DtmfReceived
 from sip_gateway.media.events import MediaEvent as GatewayMediaEvent
 from sip_gateway.media.g711 import G711Codec
-from sip_gateway.media.jitter import Concealment, JitterBuffer, JitterStats
 from sip_gateway.media.rtp import RtpPacketizer, parse_fields
 from sip_gateway.sdp import DtlsCrypto, IceParameters, MediaConfig, SdesCrypto
 
@@ -68,10 +75,8 @@ __all__ = ["CallMedia", "MediaCounters", "PipelineConfig", "WebRtcPort"]
 
 log = logging.getLogger("bridge.media")
 
-JITTER_MIN_MS, JITTER_MAX_MS = 20, 120
-"""Bounds of the browser-to-gateway jitter buffer's adaptive delay."""
-FRAME = 160
-"""Samples of one 20 ms frame at 8 kHz: the gateway leg's unit."""
+GATEWAY_RATE = 8000
+"""The gateway leg's PCM rate (G.711)."""
 _DTMF_MIN_MS, _DTMF_MAX_MS = 80, 1000
 MediaEventSink = Callable[[MediaEvent], None]
 
@@ -95,13 +100,29 @@ class PipelineConfig:
 
 @dataclass(slots=True)
 class MediaCounters:
-    """What the pipeline moved (the call's stats; no payloads)."""
+    """What the pipeline moved (the call's stats; no payloads).
+
+    Attributes:
+        browser_packets: RTP packets the browser leg decrypted.
+        browser_audio_frames: browser audio packets forwarded to the gateway leg.
+        browser_bad_packets: malformed or undecodable browser packets.
+        browser_late: browser audio packets dropped as older than the newest forwarded.
+        browser_duplicates: browser audio packets dropped as the newest forwarded, again.
+        browser_digits: digits relayed to the carrier (from RTP or SIP INFO).
+        gateway_frames: carrier frames the gateway leg reported.
+        gateway_gaps: gaps in the carrier's timestamps passed on as a timestamp jump.
+        gateway_digits: digits received from the carrier.
+        sent_to_browser: packets sent toward the browser (audio and digits).
+    """
 
     browser_packets: int = 0
     browser_audio_frames: int = 0
     browser_bad_packets: int = 0
+    browser_late: int = 0
+    browser_duplicates: int = 0
     browser_digits: int = 0
     gateway_frames: int = 0
+    gateway_gaps: int = 0
     gateway_digits: int = 0
     sent_to_browser: int = 0
 
@@ -170,18 +191,18 @@ class CallMedia:
         self._webrtc: WebRtcPort | None = None
         self._candidates: list[WebRtcPort] = []
         self._gateway: RtpMediaPort | None = None
-        self._jitter: JitterBuffer | None = None
-        self._pending: deque[npt.NDArray[np.int16]] = deque()
+        self._order = ForwardOrder()
+        self._browser_ssrc = -1
         self._decode: Callable[[bytes], npt.NDArray[np.int16]] | None = None
-        self._conceal: Callable[[], npt.NDArray[np.int16] | None] = _no_concealment
-        self._clock = time.monotonic
         self._encode: Callable[[npt.NDArray[np.int16]], bytes] | None = None
         self._audio_pt = -1
         self._event_pt = -1
         self._samples = 160
+        self._rate_ratio = 1  # browser RTP clock ticks per gateway (8 kHz) sample
         self._dtmf_in: DtmfReceiver | None = None
         self._dtmf_out: DtmfSender | None = None
         self._dtmf_queue: deque[bytes] = deque()
+        self._digits_waiting: deque[str] = deque()
         self._packetizer: RtpPacketizer | None = None
         self.mode: MediaMode | None = None
         self.webrtc_codec: str | None = None
@@ -198,9 +219,8 @@ class CallMedia:
             self._config.gateway_host,
             port_range=self._config.gateway_port_range,
             rtcp_mux=False,  # binds RTCP on port+1 too: works with and without a=rtcp-mux
-            audio_source=self._gateway_source,
-            audio_sink=self._to_browser,
             on_event=self._gateway_event,
+            cut_through=True,
         )
 
     async def new_webrtc_port(self, *, controlling: bool) -> WebRtcPort:
@@ -270,20 +290,12 @@ class CallMedia:
         if name == "opus":
             decoder, encoder = OpusDecoder(), OpusEncoder(self._config.opus)
             self._decode, self._encode = decoder.decode, encoder.encode
-            self._conceal = decoder.conceal
             self._samples, self.mode = 960, MediaMode.TRANSCODE
         else:
             g711 = G711Codec(codec.name.upper(), codec.payload_type)
             self._decode, self._encode = g711.decode, g711.encode_frame
-            self._conceal = _no_concealment  # the gateway leg sends comfort silence
             self._samples, self.mode = 160, MediaMode.RELAY
-        if self._jitter is None or self._jitter.clock_rate != codec.clock_rate:
-            self._jitter = JitterBuffer(
-                codec.clock_rate,
-                config.ptime,
-                min_delay_ms=JITTER_MIN_MS,
-                max_delay_ms=JITTER_MAX_MS,
-            )
+        self._rate_ratio = max(1, codec.clock_rate // GATEWAY_RATE)
         event = config.telephone_event
         self._event_pt = event.payload_type if event is not None else -1
         self._dtmf_in = DtmfReceiver(event.payload_type, event.clock_rate) if event else None
@@ -315,43 +327,37 @@ class CallMedia:
         counters = self.counters
         counters.browser_packets += 1
         try:
-            payload_type, sequence, timestamp, _ssrc, payload = parse_fields(data)
+            payload_type, sequence, timestamp, ssrc, payload = parse_fields(data)
         except MalformedPacketError:
             counters.browser_bad_packets += 1
             return
-        jitter = self._jitter
-        if payload_type == self._audio_pt and jitter is not None:
-            jitter.put_frame(sequence, timestamp, payload, self._clock())
-            counters.browser_audio_frames += 1
+        if payload_type == self._audio_pt:
+            if ssrc != self._browser_ssrc:  # a new stream: its own sequence numbers
+                self._browser_ssrc, self._order = ssrc, ForwardOrder()
+            verdict = self._order.in_order(sequence)
+            if verdict:
+                if verdict == DUPLICATE:
+                    counters.browser_duplicates += 1
+                else:
+                    counters.browser_late += 1
+                return
+            self._to_gateway(payload)
         elif payload_type == self._event_pt and self._dtmf_in is not None:
-            if jitter is not None:
-                jitter.put_non_audio(sequence, timestamp)
             for digit in self._dtmf_in.feed_payload(payload_type, timestamp, payload):
                 self.send_digit_to_gateway(digit.digit, digit.duration_ms, via="rtp")
 
-    def _gateway_source(self) -> npt.NDArray[np.int16] | None:
-        """The gateway leg's tick: the browser's frame due now, decoded (or concealed)."""
-        pending = self._pending
-        if pending:
-            return pending.popleft()
-        jitter, decode = self._jitter, self._decode
-        if jitter is None or decode is None:
-            return None
-        due = jitter.pop_frame(self._clock())
-        if due is None:
-            return None
-        if due.__class__ is Concealment:
-            return self._conceal()
+    def _to_gateway(self, payload: bytes) -> None:
+        """Decode a browser audio payload and send it on the gateway leg, now."""
+        decode, gateway = self._decode, self._gateway
+        if decode is None or gateway is None:
+            return
         try:
-            pcm = decode(due)  # type: ignore[arg-type]  # put_frame stored payload bytes
+            pcm = decode(payload)
         except (TranscodeError, MediaError):
             self.counters.browser_bad_packets += 1
-            return self._conceal()
-        if len(pcm) == FRAME:
-            return pcm
-        frames = _split(pcm)  # a 40/60 ms packet: the rest plays on the next ticks
-        pending.extend(frames[1:])
-        return frames[0] if frames else None
+            return
+        self.counters.browser_audio_frames += 1
+        gateway.send_audio(pcm)  # a 40/60 ms packet goes out as 20 ms packets
 
     def send_digit_to_gateway(self, digit: str, duration_ms: int = 100, *, via: str) -> None:
         """Send a browser's digit to the carrier as RFC 4733 (from RTP or SIP INFO)."""
@@ -370,35 +376,65 @@ class CallMedia:
 
     # -- gateway to browser --------------------------------------------------------------
 
+    def _gateway_event(self, event: GatewayMediaEvent) -> None:
+        if event.__class__ is AudioReceived:
+            assert isinstance(event, AudioReceived)
+            if event.concealed:
+                self._gap_to_browser(len(event.pcm))
+            else:
+                self._to_browser(event.pcm)
+        elif isinstance(event, DtmfReceived):
+            self._digit_to_browser(event.digit)
+
     def _to_browser(self, pcm: npt.NDArray[np.int16]) -> None:
         self.counters.gateway_frames += 1
         webrtc, packetizer = self._webrtc, self._packetizer
         if webrtc is None or packetizer is None or webrtc.leg.state != "connected":
             return
+        if self._digits_waiting:
+            self._start_digits()
         if self._dtmf_queue:
             webrtc.leg.send_rtp(self._dtmf_queue.popleft())
         elif self._encode is not None:
-            webrtc.leg.send_rtp(packetizer.packet_bytes(self._encode(pcm), self._samples))
+            samples = len(pcm) * self._rate_ratio
+            webrtc.leg.send_rtp(packetizer.packet_bytes(self._encode(pcm), samples))
         else:
             return
         self.counters.sent_to_browser += 1
 
-    def _gateway_event(self, event: GatewayMediaEvent) -> None:
-        if not isinstance(event, DtmfReceived):
-            return
+    def _gap_to_browser(self, samples: int) -> None:
+        """The carrier's timestamps jumped: the browser's move on as much (its jitter
+        buffer conceals the gap in time)."""
+        self.counters.gateway_gaps += 1
+        if self._packetizer is not None:
+            self._packetizer.advance(samples * self._rate_ratio)
+        if self._digits_waiting:
+            self._start_digits()
+
+    def _digit_to_browser(self, digit: str) -> None:
+        """A carrier digit ended: it starts toward the browser with the next frame, after
+        the gap its event packets left in the carrier's audio (so it is in time)."""
         self.counters.gateway_digits += 1
         if self._dtmf_out is None or self._packetizer is None:
             log.info("digit from the carrier dropped: the browser has no telephone-event")
             return
-        packets = self._dtmf_out.packets(event.digit, self._packetizer)
-        self._dtmf_queue.extend(packet.serialize() for packet in packets)
-        self.emit(DigitRelayed(digit=event.digit, toward="webrtc", via="rtp"))
+        self._digits_waiting.append(digit)
+        self.emit(DigitRelayed(digit=digit, toward="webrtc", via="rtp"))
+
+    def _start_digits(self) -> None:
+        """Packetize the waiting digits; their packets replace the next audio frames."""
+        sender, packetizer = self._dtmf_out, self._packetizer
+        while self._digits_waiting:
+            digit = self._digits_waiting.popleft()
+            if sender is not None and packetizer is not None:
+                packets = sender.packets(digit, packetizer)
+                self._dtmf_queue.extend(packet.serialize() for packet in packets)
 
     # -- facts and the end ---------------------------------------------------------------
 
-    def jitter_stats(self) -> JitterStats | None:
-        """The browser-to-gateway jitter buffer's counters (late, lost, concealed ...)."""
-        return None if self._jitter is None else self._jitter.stats()
+    def stats(self) -> MediaCounters:
+        """A copy of the pipeline's counters."""
+        return replace(self.counters)
 
     def webrtc_facts(self) -> DtlsFacts | None:
         """What the browser leg's DTLS session negotiated (None before it exists)."""
@@ -415,16 +451,5 @@ class CallMedia:
             port.close()
             await port.leg.close()
         self._candidates.clear()
-        self._pending.clear()
         self._dtmf_queue.clear()
-
-
-def _split(pcm: npt.NDArray[np.int16]) -> list[npt.NDArray[np.int16]]:
-    """A 40/60 ms packet's audio as 20 ms frames (a short tail is dropped: Opus never
-    makes one, and the gateway leg's clock is 20 ms)."""
-    return [pcm[i : i + FRAME] for i in range(0, len(pcm) - FRAME + 1, FRAME)]
-
-
-def _no_concealment() -> None:
-    """G.711 from the browser: a lost frame becomes the gateway leg's comfort silence."""
-    return None
+        self._digits_waiting.clear()
