@@ -15,7 +15,7 @@ packet (:meth:`OutboundStream.tick`). What goes out, in priority order:
 The RTP timestamp advances by one frame per tick whatever goes out, so it stays in
 step with the tick clock. In cut-through mode the FIFO and :meth:`~OutboundStream.tick`
 are not used: :mod:`.cut_through` decides when a packet goes out and takes it from
-:meth:`~OutboundStream.audio_packet` (a frame sent at once), :meth:`~OutboundStream.
+:meth:`~OutboundStream.payload_packet` (a frame sent at once), :meth:`~OutboundStream.
 filler_packet` (comfort silence) or :meth:`~OutboundStream.next_digit_packet`, with the
 same digit queue, inter-digit gap and marker rules. No I/O, no clock, no randomness
 (the packetizer is built by the session from its injected source).
@@ -187,13 +187,13 @@ class OutboundStream:
         """The next packet of the digit being sent (or of a ready one), None if neither."""
         return self._digit_packet() if self._event or self._digits else None
 
-    def audio_packet(self, frame: Pcm) -> bytes:
-        """The packet of one validated frame (any length), sent now; it counts toward the
-        inter-digit gap and moves the timestamp by its samples."""
+    def payload_packet(self, payload: bytes) -> bytes:
+        """The packet of one encoded frame (G.711: a byte per sample), sent now; it counts
+        toward the inter-digit gap and moves the timestamp by its samples."""
         if self._gap:
             self._gap -= 1
         marker, self._marker = self._marker, False
-        return self.packetizer.packet_bytes(self.codec.encode_frame(frame), len(frame), marker)
+        return self.packetizer.packet_bytes(payload, len(payload), marker)
 
     def filler_packet(self) -> bytes | None:
         """One frame of comfort silence; None with ``comfort_noise`` off (the timestamp

@@ -46,12 +46,15 @@ No I/O, no clock, no randomness: times are arguments.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from ._outbound import OutboundStream
+from .events import MediaEvent
+from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .reception import MAX_DROPOUT, MAX_MISORDER
 
 __all__ = [
@@ -64,6 +67,8 @@ __all__ = [
     "MAX_GAP_SAMPLES",
     "CutThroughSender",
     "ForwardOrder",
+    "PayloadReceived",
+    "convert_g711",
     "gap_silence",
 ]
 
@@ -88,6 +93,34 @@ MAX_CATCH_UP: Final = 10
 
 _SILENCE = np.zeros(MAX_GAP_SAMPLES, np.int16)
 _SILENCE.flags.writeable = False
+_CODES = bytes(range(256))
+_CONVERT: Final = {
+    ("PCMU", "PCMA"): alaw_encode(ulaw_decode(_CODES)),
+    ("PCMA", "PCMU"): ulaw_encode(alaw_decode(_CODES)),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class PayloadReceived(MediaEvent):
+    """Cut-through with ``report_payloads``: a G.711 audio payload as it arrived (not
+    decoded: a relay whose other leg speaks G.711 too passes it on as it is).
+
+    Attributes:
+        payload: the codes, one byte per sample.
+        codec: ``"PCMU"`` or ``"PCMA"``.
+    """
+
+    payload: bytes = field(repr=False)
+    codec: str
+
+    def __repr__(self) -> str:
+        return f"PayloadReceived(codec={self.codec!r}, samples={len(self.payload)})"
+
+
+def convert_g711(payload: bytes, source: str, target: str) -> bytes:
+    """``payload`` in ``source`` G.711 (PCMU/PCMA) as ``target``: a byte-table lookup
+    (the same law: unchanged)."""
+    return payload if source == target else payload.translate(_CONVERT[source, target])
 
 
 def gap_silence(samples: int) -> Pcm:
@@ -119,6 +152,12 @@ class ForwardOrder:
             0: forward it (it is now the newest); else :data:`LATE`, :data:`DUPLICATE`
             or :data:`JUMP`: drop it.
         """
+        newest = self._newest
+        if newest >= 0 and 0 < (sequence - newest) & 0xFFFF < MAX_DROPOUT:  # the common case
+            if sequence < newest:
+                self._cycles += 0x10000
+            self._newest = sequence
+            return 0
         verdict = self._order(sequence)
         return 0 if verdict > 0 else verdict
 
@@ -130,9 +169,16 @@ class ForwardOrder:
             timestamp (0: none, or a discontinuity: the first packet, a restart, a gap
             beyond :data:`MAX_GAP_SAMPLES` or a timestamp that went back).
         """
-        verdict = self._order(sequence)
-        if verdict < 0:
-            return verdict
+        newest = self._newest
+        if newest >= 0 and 0 < (sequence - newest) & 0xFFFF < MAX_DROPOUT:  # the common case
+            if sequence < newest:
+                self._cycles += 0x10000
+            self._newest = sequence
+            verdict = 0
+        else:
+            verdict = self._order(sequence)
+            if verdict < 0:
+                return verdict
         gap = (timestamp - self._next_timestamp) & 0xFFFFFFFF
         self._next_timestamp = (timestamp + samples) & 0xFFFFFFFF
         return 0 if verdict or gap > MAX_GAP_SAMPLES else gap
@@ -191,36 +237,38 @@ class CutThroughSender:
         nxt = self._digit_next
         return self._due + self.ptime * FILL_AFTER if nxt is None else nxt
 
-    def send(self, pcm: Pcm, now: float) -> list[bytes | None]:
-        """The packets for validated audio of any length, sent now (one per ptime)."""
+    def send(self, payload: bytes, now: float) -> list[bytes | None]:
+        """The packets for an encoded block of any length, sent now (one per ptime)."""
         samples = self.out.samples
-        if len(pcm) <= samples:
-            return [self.audio(pcm, now)]
+        if len(payload) <= samples:
+            return [self.audio(payload, now)]
         rate = self.clock_rate
         return [
-            self.audio(pcm[start : start + samples], now, now + start / rate)
-            for start in range(0, len(pcm), samples)
+            self.audio(payload[start : start + samples], now, now + start / rate)
+            for start in range(0, len(payload), samples)
         ]
 
-    def audio(self, frame: Pcm, now: float, start: float | None = None) -> bytes | None:
-        """The packet for one validated frame (at most one ptime), to send now.
+    def audio(self, payload: bytes, now: float, start: float | None = None) -> bytes | None:
+        """The packet for one encoded frame (at most one ptime; G.711: a byte per sample),
+        to send now.
 
         ``start``: when the frame's audio starts if not ``now`` (the later frames of a
         long block sent at once). None while a digit is being sent (the frame is dropped
         and counted); a digit waiting for a slot takes this frame's place.
         """
         out = self.out
-        if out.digit_active:
-            self.suppressed += 1
-            return None
-        if out.digit_ready():
-            self.suppressed += 1
-            return self._start_digit(now)
-        seconds = len(frame) / self.clock_rate
+        if out._event or out._digits:  # digit_active or queued: inlined (per packet)
+            if out.digit_active:
+                self.suppressed += 1
+                return None
+            if out.digit_ready():
+                self.suppressed += 1
+                return self._start_digit(now)
+        seconds = len(payload) / self.clock_rate
         due = self._due + seconds
         cap = (now if start is None else start) + seconds + self.ptime * LEAD_FRAMES
         self._due = due if due < cap else cap
-        return out.audio_packet(frame)
+        return out.payload_packet(payload)
 
     def handle(self, now: float) -> list[bytes]:
         """The digit packets and fillers due at ``now`` (older slots beyond

@@ -49,11 +49,19 @@ from sip_gateway.sdp.media_config import MediaConfig
 
 from ._drops import DropLog
 from ._outbound import OutboundStream, check_pcm
+from ._rtcp_reports import RtcpReports
 from ._setup import CLOCK_RATE, RandomSource
 from ._setup import frame_samples as _samples
 from ._setup import sdes_crypto as _sdes
 from ._setup import send_codec as _send_codec
-from .cut_through import DROP_REASONS, CutThroughSender, ForwardOrder, gap_silence
+from .cut_through import (
+    DROP_REASONS,
+    CutThroughSender,
+    ForwardOrder,
+    PayloadReceived,
+    convert_g711,
+    gap_silence,
+)
 from .dtmf import DtmfReceiver, DtmfSender
 from .errors import LocalMediaError, MalformedPacketError, UnsupportedCodecError
 from .events import (
@@ -66,19 +74,8 @@ from .events import (
 )
 from .g711 import G711Codec
 from .jitter import Concealment, JitterBuffer
-from .reception import ReceptionStats, round_trip_time, rtcp_interval
-from .rtcp import (
-    SDES_CNAME,
-    Bye,
-    ReceiverReport,
-    RtcpPacket,
-    SdesChunk,
-    SenderReport,
-    SourceDescription,
-    build_rtcp,
-    ntp_timestamp,
-    parse_rtcp,
-)
+from .reception import ReceptionStats
+from .rtcp import parse_rtcp
 from .rtp import RtpPacketizer, parse_fields
 from .srtp import SrtpSession
 
@@ -86,13 +83,12 @@ __all__ = ["RELATCH_AFTER", "MediaSession", "RandomSource"]
 
 Address = tuple[str, int]
 Pcm = npt.NDArray[np.int16]
+_INT16: Final = np.dtype(np.int16)
 
 RELATCH_AFTER: Final = 1.0
 """Seconds the latched source must be silent before another one may take over."""
 MAX_CATCH_UP: Final = 10
 """Ticks handled at once after a late timer; older ones are skipped (time moves on)."""
-RTCP_SHARE: Final = 0.05  # RFC 3550 6.2: 5% of the session bandwidth
-UDP_IP_OVERHEAD: Final = 28
 CONCEALMENT_GAIN: Final = 0.5
 
 
@@ -107,8 +103,11 @@ class MediaSession:
         comfort_noise: send G.711 silence on ticks without local audio (no gaps).
         cname: the RTCP CNAME (default: 16 random hex digits, RFC 7022 style).
         cut_through: forward each packet as it comes, both ways (module docstring):
-            audio goes out with :meth:`send_audio_now`, received audio is reported at
-            once; :meth:`send_audio` and :meth:`ticks_due` are not used.
+            audio goes out with :meth:`send_audio_now` (or :meth:`send_payload_now`),
+            received audio is reported at once; :meth:`send_audio` and :meth:`ticks_due`
+            are not used.
+        report_payloads: cut-through only: report received audio as
+            :class:`~.cut_through.PayloadReceived` (the G.711 codes, not decoded).
 
     Raises:
         LocalMediaError: the configuration is not SDES-keyed, or its suite is not supported.
@@ -124,9 +123,11 @@ class MediaSession:
         comfort_noise: bool = True,
         cname: str | None = None,
         cut_through: bool = False,
+        report_payloads: bool = False,
     ) -> None:
         self._rng = rng
         self._cut_through = cut_through
+        self._report_payloads = cut_through and report_payloads
         self._cut: CutThroughSender | None = None  # created by start()
         self._order = ForwardOrder()
         self._srtp = SrtpSession(_sdes(config))
@@ -138,7 +139,7 @@ class MediaSession:
         self._out = OutboundStream(
             codec, packetizer, _samples(config), dtmf=None, comfort_noise=comfort_noise
         )
-        self.cname = cname or f"{rng.getrandbits(64):016x}"
+        self._rtcp = RtcpReports(cname or f"{rng.getrandbits(64):016x}", rng)
         self._remote = config.remote_address
         self._remote_rtcp = config.remote_rtcp_address
         self._latched = self._rtcp_latched = False
@@ -146,6 +147,7 @@ class MediaSession:
         self._last_rx = float("-inf")
         self._reception: ReceptionStats | None = None
         self._dtmf_rx: DtmfReceiver | None = None
+        self._dtmf_active = False  # the receiver's ``active``, as of the last packet fed
         self._apply_codecs(config)
         self._jitter = self._new_jitter()
         self._events: deque[MediaEvent] = deque()
@@ -157,13 +159,10 @@ class MediaSession:
         self._playing = False
         # counters as plain attributes: three of them move on every packet
         self._received = self._octets = self._datagrams_received = 0
-        self._rtcp_sent = self._rtcp_received = self._dtmf_received = self._concealed = 0
-        self._rtt: float | None = None
+        self._dtmf_received = self._concealed = 0
         self._epoch: float | None = None
         self._ticks = 0
         self._unix_offset = 0.0
-        self._next_rtcp = float("inf")
-        self._rtcp_size = 100.0 + UDP_IP_OVERHEAD
         self._sent_since_report = False
         self._closed = False
         self._running = False  # started and not closed: the clock ticks
@@ -186,6 +185,11 @@ class MediaSession:
     def local_ssrc(self) -> int:
         """Our SSRC."""
         return self._out.packetizer.ssrc
+
+    @property
+    def cname(self) -> str:
+        """Our RTCP CNAME."""
+        return self._rtcp.cname
 
     @property
     def remote_address(self) -> Address:
@@ -218,11 +222,10 @@ class MediaSession:
         epoch = self._epoch
         if not self._running or epoch is None:
             return None
-        if self._cut is not None:
-            tick = self._cut.deadline()
-            return tick if tick < self._next_rtcp else self._next_rtcp
-        tick = epoch + self._ticks * self._ptime
-        return tick if tick < self._next_rtcp else self._next_rtcp
+        cut = self._cut
+        tick = epoch + self._ticks * self._ptime if cut is None else cut.deadline()
+        rtcp = self._rtcp.next_at
+        return tick if tick < rtcp else rtcp
 
     def ticks_due(self, now: float) -> int:
         """How many ptime ticks :meth:`handle_timer` would handle at ``now``."""
@@ -254,7 +257,7 @@ class MediaSession:
         self._after_ticks(now)
 
     def _after_ticks(self, now: float) -> None:
-        if now >= self._next_rtcp:
+        if now >= self._rtcp.next_at:
             self._send_rtcp(now)
             self._schedule_rtcp(now, initial=False)
         if self._drops.unreported:
@@ -278,12 +281,44 @@ class MediaSession:
         Raises:
             LocalMediaError: not a one-dimensional ``int16`` array, or not cut-through.
         """
-        check_pcm(pcm)
+        if (
+            self._cut is None
+            or pcm.__class__ is not np.ndarray
+            or pcm.dtype is not _INT16
+            or pcm.ndim != 1
+        ):
+            check_pcm(pcm)  # the fast path takes a one-dimensional native int16 array only
+        self._send_now(self._out.codec.encode_frame(pcm), now)
+
+    def send_payload_now(self, payload: bytes, codec: str, now: float) -> None:
+        """Cut-through: like :meth:`send_audio_now` for G.711 codes (``codec`` PCMU or
+        PCMA; turned into the send codec's law if it is the other one).
+
+        Raises:
+            LocalMediaError: not cut-through.
+        """
+        out, cut = self._out, self._cut
+        if codec != out.codec.name:
+            payload = convert_g711(payload, codec, out.codec.name)
+        if cut is None or not self._running or not self._sends or len(payload) > out.samples:
+            self._send_now(payload, now)  # the rest of the cases
+        elif (packet := cut.audio(payload, now)) is not None:  # one frame: the fast path
+            self._datagrams.append((self._srtp.protect(packet), self._remote))
+            self._sent_since_report = True
+
+    def _send_now(self, payload: bytes, now: float) -> None:
         cut = self._cut
-        if cut is None and not self._cut_through:
-            raise LocalMediaError("send_audio_now needs a cut-through session")
-        if cut is not None and self._running and self._sends:
-            self._send_packets(cut.send(pcm, now))
+        if cut is None:
+            if not self._cut_through:
+                raise LocalMediaError("sending now needs a cut-through session")
+            return  # not started yet
+        if not self._running or not self._sends:
+            return
+        if len(payload) > self._out.samples:
+            self._send_packets(cut.send(payload, now))
+        elif (packet := cut.audio(payload, now)) is not None:
+            self._datagrams.append((self._srtp.protect(packet), self._remote))
+            self._sent_since_report = True
 
     def send_dtmf(self, digit: str, now: float, duration_ms: int = 100) -> None:
         """Queue an RFC 4733 digit; its packets replace audio on the next ticks (slots).
@@ -363,11 +398,11 @@ class MediaSession:
             octets_sent=out.packetizer.octet_count,
             silence_sent=out.silence_sent,
             dtmf_sent=out.dtmf_sent,
-            rtcp_sent=self._rtcp_sent,
+            rtcp_sent=self._rtcp.sent,
             datagrams_received=self._datagrams_received,
             packets_received=self._received,
             octets_received=self._octets,
-            rtcp_received=self._rtcp_received,
+            rtcp_received=self._rtcp.received,
             dtmf_received=self._dtmf_received,
             dropped=dict(self._drops.counts),
             lost=max(0, reception.cumulative_lost) if reception else 0,
@@ -376,7 +411,7 @@ class MediaSession:
             late=self._drops.counts.get("late", 0) if self._cut_through else self._jitter.late,
             playout_delay_ms=0.0 if self._cut_through else self._jitter.delay * 1000,
             audio_overflow=out.overflow,
-            round_trip_time=self._rtt,
+            round_trip_time=self._rtcp.round_trip_time,
             remote_address=self._remote,
             latched=self._latched,
             suite=self._srtp.suite,
@@ -406,6 +441,7 @@ class MediaSession:
         receiver = self._dtmf_rx
         if receiver is None or event is None or receiver.payload_type != event.payload_type:
             self._dtmf_rx = self._new_dtmf_receiver()  # a digit in progress survives a re-INVITE
+            self._dtmf_active = False
         self._out.dtmf = (
             None
             if event is None
@@ -495,10 +531,11 @@ class MediaSession:
         if not self._receives:
             return
         receiver = self._dtmf_rx
-        if receiver is not None and (is_event or receiver.active):  # else feed does nothing
+        if receiver is not None and (is_event or self._dtmf_active):  # else feed does nothing
             for digit in receiver.feed_payload(payload_type, timestamp, payload):
                 self._dtmf_received += 1
                 self._events.append(DtmfReceived(digit=digit.digit, duration_ms=digit.duration_ms))
+            self._dtmf_active = receiver.active  # kept here: read on every packet
         if self._cut_through:
             if not is_event:
                 self._forward(payload_type, sequence, timestamp, payload, now)
@@ -519,7 +556,11 @@ class MediaSession:
         if verdict:
             self._concealed += 1
             self._events.append(AudioReceived(pcm=gap_silence(verdict), concealed=True))
-        self._events.append(AudioReceived(pcm=self._decoders[payload_type].decode(payload)))
+        decoder = self._decoders[payload_type]
+        if self._report_payloads:
+            self._events.append(PayloadReceived(payload=payload, codec=decoder.name))
+        else:
+            self._events.append(AudioReceived(pcm=decoder.decode(payload)))
 
     def _accept_source(self, ssrc: int, source: Address, now: float) -> bool:
         """Symmetric RTP latching; only ever called for authenticated packets."""
@@ -536,7 +577,7 @@ class MediaSession:
             self._reception = ReceptionStats(ssrc, CLOCK_RATE)
             self._jitter = self._new_jitter()
             self._order = ForwardOrder()
-            self._dtmf_rx = self._new_dtmf_receiver()
+            self._dtmf_rx, self._dtmf_active = self._new_dtmf_receiver(), False
         self._events.append(SourceLatched(address=source, ssrc=ssrc, previous=previous))
         return True
 
@@ -552,66 +593,45 @@ class MediaSession:
             return
         if not self._config.rtcp_mux and not self._rtcp_latched:
             self._remote_rtcp, self._rtcp_latched = source, True
-        self._rtcp_received += 1
-        self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16  # A.7
-        rtt = self._read_reports(packets, now)
-        self._rtt = rtt if rtt is not None else self._rtt
+        self._rtcp.account(len(data), sent=False)
+        rtt = self._rtcp.read(
+            packets,
+            now,
+            local_ssrc=self.local_ssrc,
+            remote_ssrc=self._remote_ssrc,
+            reception=self._reception,
+            unix_offset=self._unix_offset,
+        )
         self._events.append(RtcpReceived(packets=packets, round_trip_time=rtt))
-
-    def _read_reports(self, packets: tuple[RtcpPacket, ...], now: float) -> float | None:
-        rtt = None
-        for packet in packets:
-            if not isinstance(packet, SenderReport | ReceiverReport):
-                continue
-            if isinstance(packet, SenderReport) and packet.ssrc == self._remote_ssrc:
-                assert self._reception is not None
-                self._reception.sender_report_received(packet, now)
-            for block in packet.reports:
-                if block.ssrc == self.local_ssrc:
-                    rtt = round_trip_time(block, now + self._unix_offset) or rtt
-        return rtt
 
     # -- RTCP ------------------------------------------------------------------------
 
     def _schedule_rtcp(self, now: float, *, initial: bool) -> None:
         frame_octets = len(self._out.codec.silence(_samples(self._config))) + 12 + 16
-        session_bandwidth = (frame_octets + UDP_IP_OVERHEAD) / self._ptime * 2
-        heard = self._reception is not None
-        senders = int(self._sends) + int(heard)
-        interval = rtcp_interval(
-            members=1 + int(heard),
-            senders=senders,
-            rtcp_bandwidth=session_bandwidth * RTCP_SHARE,
-            we_sent=self._sends,
-            average_size=self._rtcp_size,
+        self._rtcp.schedule(
+            now,
             initial=initial,
-            random_factor=self._rng.random(),
+            frame_octets=frame_octets,
+            ptime=self._ptime,
+            heard=self._reception is not None,
+            sends=self._sends,
         )
-        self._next_rtcp = now + interval
 
     def _send_rtcp(self, now: float, *, bye: bool = False) -> None:
-        ssrc = self.local_ssrc
-        reception = self._reception
-        blocks = (reception.report_block(now),) if reception is not None else ()
-        report: RtcpPacket
-        if self._sent_since_report:
+        sender = None
+        if self._sent_since_report:  # an SR: the RTP timestamp of now, from the schedule
             packetizer = self._out.packetizer
             due = self._tick_time(self._ticks) if self._cut is None else self._cut.due
-            ahead = round((due - now) * CLOCK_RATE)
-            report = SenderReport(
-                ssrc=ssrc,
-                ntp_timestamp=ntp_timestamp(now + self._unix_offset),
-                rtp_timestamp=(packetizer.timestamp - ahead) & 0xFFFFFFFF,
-                packet_count=packetizer.packet_count,
-                octet_count=packetizer.octet_count,
-                reports=blocks,
-            )
-        else:
-            report = ReceiverReport(ssrc=ssrc, reports=blocks)
-        sdes = SourceDescription(chunks=(SdesChunk(ssrc=ssrc, items=((SDES_CNAME, self.cname),)),))
-        packets = [report, sdes, *([Bye(sources=(ssrc,))] if bye else [])]
-        data = self._srtp.protect_rtcp(build_rtcp(packets))
+            sender = (packetizer, packetizer.timestamp - round((due - now) * CLOCK_RATE))
+        plain = self._rtcp.compound(
+            now,
+            ssrc=self.local_ssrc,
+            reception=self._reception,
+            sender=sender,
+            unix_offset=self._unix_offset,
+            bye=bye,
+        )
+        data = self._srtp.protect_rtcp(plain)
         self._datagrams.append((data, self._remote_rtcp))
-        self._rtcp_size += (len(data) + UDP_IP_OVERHEAD - self._rtcp_size) / 16
-        self._rtcp_sent += 1
+        self._rtcp.account(len(data), sent=True)
         self._sent_since_report = False

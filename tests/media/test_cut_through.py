@@ -18,6 +18,8 @@ from sip_gateway.media.cut_through import (
     LATE,
     MAX_GAP_SAMPLES,
     ForwardOrder,
+    PayloadReceived,
+    convert_g711,
 )
 from sip_gateway.media.dtmf import DtmfSender
 from sip_gateway.media.errors import LocalMediaError
@@ -533,3 +535,52 @@ def test_any_arrival_pattern_keeps_the_stream_regular(steps: list[float | None])
     silence = PCMU.silence(160)
     audio_sent = sum(1 for _, p in packets if p.payload_type == 0 and p.payload != silence)
     assert frames == audio_sent + clock.session.audio_suppressed
+
+
+# --- G.711 codes passed on as they are (a relay) ------------------------------------------
+
+
+def test_received_codes_are_reported_as_they_are() -> None:
+    config_b, config_a = config_pair()
+    b = session(config_b, report_payloads=True)
+    b.start(0.0)
+    a = Sender(config_a)
+    reported: list[MediaEvent] = []
+    for step, k in enumerate((0, 1, 3)):
+        b.receive_datagram(a.audio(65530 + k), A, 0.02 * step)
+        reported += [e for e in drain(b) if isinstance(e, PayloadReceived | AudioReceived)]
+    assert [type(e) for e in reported] == [PayloadReceived] * 2 + [AudioReceived, PayloadReceived]
+    first = reported[0]
+    assert isinstance(first, PayloadReceived) and first.codec == "PCMU"
+    assert first.payload == PCMU.encode(tone(500, 1000))
+    assert "samples=160" in repr(first) and "\\x" not in repr(first)
+    gap = reported[2]
+    assert isinstance(gap, AudioReceived) and gap.concealed and len(gap.pcm) == 160
+
+
+@pytest.mark.parametrize(
+    ("sent_as", "session_codec"), [("PCMU", "PCMU"), ("PCMA", "PCMU"), ("PCMU", "PCMA")]
+)
+def test_codes_sent_now_in_the_session_codec(sent_as: str, session_codec: str) -> None:
+    config_a, config_b = config_pair(codec=session_codec)
+    clock = Clock(session(config_a))
+    pcm = tone(1000, 0, samples=320)
+    codes = G711Codec(sent_as).encode(pcm)
+    clock.at(10.01, lambda now: clock.session.send_payload_now(codes, sent_as, now))
+    packets = [p for _, p in clock.rtp(config_b)][1:]  # after the start filler
+    assert [len(p.payload) for p in packets] == [160, 160]  # a 40 ms block: two packets
+    heard = G711Codec(session_codec).decode(b"".join(p.payload for p in packets))
+    if sent_as == session_codec:
+        assert b"".join(p.payload for p in packets) == codes
+    else:  # PCMA to PCMU by a byte table: within G.711's own quantization
+        assert np.max(np.abs(heard.astype(int) - pcm.astype(int))) <= np.max(np.abs(pcm)) // 16
+
+
+def test_g711_law_conversion_round_trips() -> None:
+    codes = bytes(range(256))
+    assert convert_g711(codes, "PCMU", "PCMU") is codes
+    there = convert_g711(codes, "PCMU", "PCMA")
+    back = convert_g711(there, "PCMA", "PCMU")
+    ulaw = G711Codec("PCMU")
+    error = np.abs(ulaw.decode(back).astype(int) - ulaw.decode(codes).astype(int))
+    assert np.max(error) <= np.max(np.abs(ulaw.decode(codes).astype(int))) // 16
