@@ -72,6 +72,7 @@ class RtpMediaPort:
         rng: RandomSource | None = None,
         comfort_noise: bool = True,
         cut_through: bool = False,
+        report_payloads: bool = False,
     ) -> None:
         """Wrap a bound socket (prefer :meth:`open`)."""
         self.socket = media_socket
@@ -82,6 +83,7 @@ class RtpMediaPort:
         self._rng: RandomSource = rng if rng is not None else secrets.SystemRandom()
         self._comfort_noise = comfort_noise
         self._cut_through = cut_through
+        self._report_payloads = report_payloads
         self._closed = False
 
     @classmethod
@@ -97,6 +99,7 @@ class RtpMediaPort:
         rng: RandomSource | None = None,
         comfort_noise: bool = True,
         cut_through: bool = False,
+        report_payloads: bool = False,
     ) -> RtpMediaPort:
         """Bind the media socket(s) so that :attr:`local_address` can go into the SDP.
 
@@ -114,6 +117,9 @@ class RtpMediaPort:
             comfort_noise: send G.711 silence on ticks without audio (no gaps).
             cut_through: no playout clock: audio goes out with :meth:`send_audio` as it
                 comes, received frames are reported as they arrive (a relay's mode).
+            report_payloads: with ``cut_through``: ``on_event`` gets received audio as
+                :class:`~sip_gateway.media.cut_through.PayloadReceived` (G.711 codes, not
+                decoded; the sink gets nothing), for a relay that passes them on.
 
         Raises:
             OSError: no port could be bound.
@@ -127,6 +133,7 @@ class RtpMediaPort:
             rng=rng,
             comfort_noise=comfort_noise,
             cut_through=cut_through,
+            report_payloads=report_payloads,
         )
 
     def __repr__(self) -> str:
@@ -158,9 +165,12 @@ class RtpMediaPort:
             rng=self._rng,
             comfort_noise=self._comfort_noise,
             cut_through=self._cut_through,
+            report_payloads=self._report_payloads,
         )
+        # without a sink, events go straight to on_event (one call less per packet)
+        on_event = self._event if self._audio_sink is not None else self._on_event
         self.endpoint = MediaEndpoint(
-            session, self.socket, audio_source=self._audio_source, on_event=self._event
+            session, self.socket, audio_source=self._audio_source, on_event=on_event
         )
         self.endpoint.start()
         logger.debug("media started on port %d: %r", self.socket.port, session)
@@ -206,6 +216,18 @@ class RtpMediaPort:
         endpoint = self.endpoint
         if endpoint is not None:
             endpoint.send_audio(pcm)
+
+    def send_payload(self, payload: bytes, codec: str) -> None:
+        """Cut-through: send G.711 codes (``codec`` PCMU or PCMA) now, as :meth:`send_audio`.
+
+        Raises:
+            LocalMediaError: the port is not cut-through.
+        """
+        if not self._cut_through:
+            raise LocalMediaError("send_payload needs a cut-through port")
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.send_payload(payload, codec)
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Queue an RFC 4733 digit (``0``-``9``, ``*``, ``#``, ``A``-``D``).
