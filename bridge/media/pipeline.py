@@ -30,8 +30,10 @@ can later move to worker processes without touching call logic.
   moves the browser stream's timestamp on by as much, so the browser's jitter buffer
   conceals it in time. Digits the carrier sends become RFC 4733 packets toward the
   browser in place of the next audio frames.
-* "Relay" (both legs G.711) skips Opus and resampling entirely; the G.711 table lookups
-  stay because the gateway leg's session reports PCM.
+* "Relay" (both legs G.711) skips Opus, resampling and even the G.711 tables: the gateway
+  leg reports the carrier's codes (``report_payloads``) and takes the browser's
+  (``send_payload``), and they pass as they are (PCMU and PCMA meet through a 256-byte
+  table). Transcoding decodes the carrier's codes here, for the Opus encoder.
 
 Keys stay inside the SRTP sessions; nothing here logs payloads or key material.
 """
@@ -45,8 +47,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from sip_gateway.aio.media_port import RtpMediaPort
-from sip_gateway.media.cut_through import DUPLICATE, ForwardOrder
+from sip_gateway.media.cut_through import (
+    DUPLICATE,
+    ForwardOrder,
+    PayloadReceived,
+    convert_g711,
+)
 from sip_gateway.media.dtmf import DtmfReceiver, DtmfSender
 from sip_gateway.media.errors import MalformedPacketError, MediaError
 from sip_gateway.media.events import AudioReceived, DtmfReceived
@@ -68,7 +77,6 @@ from .webrtc_leg import DtlsFacts, WebRtcLeg, WebRtcLegConfig, WebRtcLegError
 if TYPE_CHECKING:
     import asyncio
 
-    import numpy as np
     import numpy.typing as npt
 
 __all__ = ["CallMedia", "MediaCounters", "PipelineConfig", "WebRtcPort"]
@@ -77,6 +85,8 @@ log = logging.getLogger("bridge.media")
 
 GATEWAY_RATE = 8000
 """The gateway leg's PCM rate (G.711)."""
+FRAME = 160
+"""Samples of one 20 ms frame at 8 kHz: what the Opus encoder takes."""
 _DTMF_MIN_MS, _DTMF_MAX_MS = 80, 1000
 MediaEventSink = Callable[[MediaEvent], None]
 
@@ -169,6 +179,7 @@ class WebRtcPort:
             log.warning("WebRTC leg failed: %s", exc)
             self._media.emit(MediaFailed(leg="webrtc", reason=str(exc)))
             return
+        self._media.browser_connected(self)
         self._media.emit(WebRtcConnected(facts=facts))
 
     def close(self) -> None:
@@ -189,12 +200,15 @@ class CallMedia:
         """Receives every :class:`MediaEvent` (the call sets it)."""
         self.counters = MediaCounters()
         self._webrtc: WebRtcPort | None = None
+        self._send_to_browser: Callable[[bytes], None] | None = None  # once it is connected
         self._candidates: list[WebRtcPort] = []
         self._gateway: RtpMediaPort | None = None
         self._order = ForwardOrder()
         self._browser_ssrc = -1
-        self._decode: Callable[[bytes], npt.NDArray[np.int16]] | None = None
-        self._encode: Callable[[npt.NDArray[np.int16]], bytes] | None = None
+        self._browser_law: str | None = None  # PCMU/PCMA: relayed as codes; None: Opus
+        self._decode: Callable[[bytes], npt.NDArray[np.int16]] | None = None  # Opus
+        self._encode: Callable[[npt.NDArray[np.int16]], bytes] | None = None  # Opus
+        self._carrier_pcm = {law: G711Codec(law).decode for law in ("PCMU", "PCMA")}
         self._audio_pt = -1
         self._event_pt = -1
         self._samples = 160
@@ -221,6 +235,7 @@ class CallMedia:
             rtcp_mux=False,  # binds RTCP on port+1 too: works with and without a=rtcp-mux
             on_event=self._gateway_event,
             cut_through=True,
+            report_payloads=True,  # G.711 codes: relayed as they are, decoded for Opus
         )
 
     async def new_webrtc_port(self, *, controlling: bool) -> WebRtcPort:
@@ -249,6 +264,7 @@ class CallMedia:
     async def choose_webrtc(self, port: WebRtcPort) -> None:
         """The browser leg that answered: close every other one."""
         self._webrtc = port
+        self._send_to_browser = port.leg.send_rtp if port.leg.state == "connected" else None
         if port.config is not None:
             self.use_webrtc_config(port.config)
         others = [p for p in self._candidates if p is not port]
@@ -256,6 +272,11 @@ class CallMedia:
         for other in others:
             other.close()
             await other.leg.close()
+
+    def browser_connected(self, port: WebRtcPort) -> None:
+        """``port``'s leg connected (ICE and DTLS): audio may go to it if it is the one."""
+        if port is self._webrtc:
+            self._send_to_browser = port.leg.send_rtp
 
     @property
     def webrtc_port(self) -> WebRtcPort | None:
@@ -290,10 +311,10 @@ class CallMedia:
         if name == "opus":
             decoder, encoder = OpusDecoder(), OpusEncoder(self._config.opus)
             self._decode, self._encode = decoder.decode, encoder.encode
-            self._samples, self.mode = 960, MediaMode.TRANSCODE
+            self._browser_law, self._samples, self.mode = None, 960, MediaMode.TRANSCODE
         else:
-            g711 = G711Codec(codec.name.upper(), codec.payload_type)
-            self._decode, self._encode = g711.decode, g711.encode_frame
+            self._browser_law = G711Codec(codec.name.upper(), codec.payload_type).name
+            self._decode = self._encode = None
             self._samples, self.mode = 160, MediaMode.RELAY
         self._rate_ratio = max(1, codec.clock_rate // GATEWAY_RATE)
         event = config.telephone_event
@@ -324,6 +345,7 @@ class CallMedia:
     # -- browser to gateway --------------------------------------------------------------
 
     def _from_browser(self, data: bytes) -> None:
+        """One decrypted browser packet: audio goes to the gateway leg now (per packet)."""
         counters = self.counters
         counters.browser_packets += 1
         try:
@@ -347,9 +369,17 @@ class CallMedia:
                 self.send_digit_to_gateway(digit.digit, digit.duration_ms, via="rtp")
 
     def _to_gateway(self, payload: bytes) -> None:
-        """Decode a browser audio payload and send it on the gateway leg, now."""
-        decode, gateway = self._decode, self._gateway
-        if decode is None or gateway is None:
+        """A browser frame goes out on the gateway leg now (a 40/60 ms one as 20 ms
+        packets): G.711 codes as they are (the law converted if need be), Opus decoded."""
+        gateway, law = self._gateway, self._browser_law
+        endpoint = None if gateway is None else gateway.endpoint  # the port's, inlined
+        if law is not None:
+            self.counters.browser_audio_frames += 1
+            if endpoint is not None:
+                endpoint.send_payload(payload, law)
+            return
+        decode = self._decode
+        if decode is None:
             return
         try:
             pcm = decode(payload)
@@ -357,7 +387,8 @@ class CallMedia:
             self.counters.browser_bad_packets += 1
             return
         self.counters.browser_audio_frames += 1
-        gateway.send_audio(pcm)  # a 40/60 ms packet goes out as 20 ms packets
+        if endpoint is not None:
+            endpoint.send_audio(pcm)
 
     def send_digit_to_gateway(self, digit: str, duration_ms: int = 100, *, via: str) -> None:
         """Send a browser's digit to the carrier as RFC 4733 (from RTP or SIP INFO)."""
@@ -377,30 +408,57 @@ class CallMedia:
     # -- gateway to browser --------------------------------------------------------------
 
     def _gateway_event(self, event: GatewayMediaEvent) -> None:
-        if event.__class__ is AudioReceived:
+        kind = event.__class__
+        if kind is PayloadReceived:
+            assert isinstance(event, PayloadReceived)
+            self._to_browser(event.payload, event.codec)
+        elif kind is AudioReceived:  # the gateway port reports payloads: only gaps come so
             assert isinstance(event, AudioReceived)
-            if event.concealed:
-                self._gap_to_browser(len(event.pcm))
-            else:
-                self._to_browser(event.pcm)
-        elif isinstance(event, DtmfReceived):
+            self._gap_to_browser(len(event.pcm))
+        elif kind is DtmfReceived:
+            assert isinstance(event, DtmfReceived)
             self._digit_to_browser(event.digit)
 
-    def _to_browser(self, pcm: npt.NDArray[np.int16]) -> None:
+    def _to_browser(self, payload: bytes, codec: str) -> None:
+        """One carrier frame (G.711 codes) to the browser now: relayed as it is (the law
+        converted if need be), or decoded and encoded to Opus."""
         self.counters.gateway_frames += 1
-        webrtc, packetizer = self._webrtc, self._packetizer
-        if webrtc is None or packetizer is None or webrtc.leg.state != "connected":
+        send, packetizer, law = self._send_to_browser, self._packetizer, self._browser_law
+        if send is None or packetizer is None:
             return
         if self._digits_waiting:
             self._start_digits()
         if self._dtmf_queue:
-            webrtc.leg.send_rtp(self._dtmf_queue.popleft())
-        elif self._encode is not None:
-            samples = len(pcm) * self._rate_ratio
-            webrtc.leg.send_rtp(packetizer.packet_bytes(self._encode(pcm), samples))
+            send(self._dtmf_queue.popleft())
+        elif law is not None:
+            if codec != law:
+                payload = convert_g711(payload, codec, law)
+            send(packetizer.packet_bytes(payload, len(payload)))
+        elif (encode := self._encode) is not None:
+            pcm = self._carrier_pcm[codec](payload)
+            if len(pcm) != FRAME:  # not 20 ms: the Opus encoder takes 20 ms frames
+                self._opus_frames_to_browser(pcm, send, packetizer, encode)
+                return
+            send(packetizer.packet_bytes(encode(pcm), FRAME * self._rate_ratio))
         else:
             return
         self.counters.sent_to_browser += 1
+
+    def _opus_frames_to_browser(
+        self,
+        pcm: npt.NDArray[np.int16],
+        send: Callable[[bytes], None],
+        packetizer: RtpPacketizer,
+        encode: Callable[[npt.NDArray[np.int16]], bytes],
+    ) -> None:
+        """A carrier packet of another length, as 20 ms Opus packets (a short tail is
+        padded with silence)."""
+        for start in range(0, len(pcm), FRAME):
+            frame = pcm[start : start + FRAME]
+            if len(frame) < FRAME:
+                frame = np.concatenate((frame, np.zeros(FRAME - len(frame), np.int16)))
+            send(packetizer.packet_bytes(encode(frame), FRAME * self._rate_ratio))
+            self.counters.sent_to_browser += 1
 
     def _gap_to_browser(self, samples: int) -> None:
         """The carrier's timestamps jumped: the browser's move on as much (its jitter

@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 
 from bridge.media.pipeline import CallMedia, PipelineConfig
+from bridge.media.transcode import OpusEncoder, OpusEncoderConfig
 from bridge.media.webrtc_leg import WebRtcLeg, WebRtcLegConfig
 from sip_gateway.aio import RtpMediaPort
 from sip_gateway.media.g711 import G711Codec
 from sip_gateway.media.rtp import RtpPacket
 from sip_gateway.sdp import (
+    OPUS,
     PCMU,
+    CodecSpec,
     LocalMedia,
     MediaConfig,
     MediaProfile,
@@ -48,12 +51,14 @@ def local_of(leg: WebRtcLeg) -> LocalMedia:
     return LocalMedia(address=address, port=port, session_id=1, ice=leg.local_ice)
 
 
-def dtls_configs(browser: WebRtcLeg, bridge: WebRtcLeg) -> tuple[MediaConfig, MediaConfig]:
-    """PCMU + telephone-event offered by the browser and answered by the bridge."""
+def dtls_configs(
+    browser: WebRtcLeg, bridge: WebRtcLeg, codec: CodecSpec = PCMU
+) -> tuple[MediaConfig, MediaConfig]:
+    """``codec`` + telephone-event offered by the browser and answered by the bridge."""
 
     def profile(leg: WebRtcLeg) -> MediaProfile:
         return MediaProfile(
-            security=MediaSecurity.DTLS, codecs=(PCMU,), fingerprints=leg.fingerprints
+            security=MediaSecurity.DTLS, codecs=(codec,), fingerprints=leg.fingerprints
         )
 
     offer = build_offer(profile(browser), local_of(browser), key_source=secrets.token_bytes)
@@ -81,7 +86,9 @@ class Call:
         self.at_carrier: list[np.ndarray] = []  # what the carrier played out
         self.carrier_source: Callable[[], np.ndarray | None] = lambda: None
 
-    async def start(self, *, carrier_comfort_noise: bool = True) -> None:
+    async def start(
+        self, *, carrier_comfort_noise: bool = True, codec: CodecSpec = PCMU, ptime: int = 20
+    ) -> None:
         self.media = CallMedia(PipelineConfig(webrtc=WebRtcLegConfig()))
         await self.media.open()
         port = await self.media.new_webrtc_port(controlling=False)
@@ -90,7 +97,7 @@ class Call:
             on_rtp=lambda data: self.from_bridge.append(RtpPacket.parse(data)),
             controlling=True,
         )
-        browser_config, bridge_config = dtls_configs(self.browser, port.leg)
+        browser_config, bridge_config = dtls_configs(self.browser, port.leg, codec)
         port.apply(bridge_config)
         await self.browser.connect(browser_config, controlling=True)
         await wait_for(lambda: port.leg.state == "connected")
@@ -100,7 +107,10 @@ class Call:
             audio_sink=self.at_carrier.append,
             comfort_noise=carrier_comfort_noise,
         )
-        gateway_config, carrier_config = negotiate_sdes(self.media.gateway_port, self.carrier)
+        profile = MediaProfile(crypto_suites=("AES_CM_128_HMAC_SHA1_80",), ptime=ptime)
+        gateway_config, carrier_config = negotiate_sdes(
+            self.media.gateway_port, self.carrier, profile
+        )
         self.carrier.apply(carrier_config)
         self.media.gateway_port.apply(gateway_config)
         self.media.gateway_config_applied(gateway_config)
@@ -176,3 +186,24 @@ async def test_carrier_audio_gaps_and_digits_reach_the_browser_in_time(call: Cal
     assert abs(np.argmax(spectrum) * RATE / 3200 - 440) < 10
     counters = call.media.counters
     assert counters.gateway_frames >= len(packets) - 7 and counters.gateway_digits == 1
+
+
+async def test_opus_browser_and_a_carrier_sending_40_ms_packets(call: Call) -> None:
+    """Transcoding: each 40 ms carrier packet becomes two 20 ms Opus packets at once, and
+    each 20 ms Opus packet of the browser goes out at once (the gateway leg's ptime is 40:
+    its packets carry what came, 20 ms each)."""
+    frames = iter(range(10_000))
+    call.carrier_source = lambda: tone(440, 320 * next(frames), samples=320)
+    await call.start(codec=OPUS, ptime=40)
+    assert call.media.mode is not None and call.media.mode.name == "TRANSCODE"
+    await wait_for(lambda: len(call.from_bridge) >= 40)
+    packets = list(call.from_bridge)
+    assert {p.payload_type for p in packets} == {111}
+    steps = {(b.timestamp - a.timestamp) % 2**32 for a, b in itertools.pairwise(packets)}
+    assert steps == {960}  # 20 ms at 48 kHz each
+    silence = OpusEncoder(OpusEncoderConfig()).encode(np.zeros(160, np.int16))
+    for seq in range(1, 6):
+        call.browser.send_rtp(rtp(seq, silence, pt=111))
+    await wait_for(lambda: call.media.counters.browser_audio_frames == 5)
+    stats = call.media.gateway_port.stats()
+    assert stats.packets_sent - stats.silence_sent >= 5
