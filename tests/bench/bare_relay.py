@@ -21,8 +21,8 @@ Codec chains (``--chain``), at the bridge's Opus settings (complexity, bit rate)
 * ``soxr``: the chain DESIGN section 9 measured: Opus decode at 48 kHz -> soxr 48k -> 8k
   -> G.711; G.711 -> soxr 8k -> 48k -> Opus encode at 48 kHz. More work than the bridge
   does (48 kHz encoding), shown for reference.
-* ``relay``: G.711 both legs: table decode + encode each way (the bridge's relay keeps the
-  table lookups because its gateway jitter buffer works on PCM).
+* ``relay``: G.711 both legs: table decode + encode each way (more than the bridge does
+  now: its relay passes the G.711 codes on as they are).
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ Method
   schedule (arrival minus RTP timestamp, relative to its minimum), what a browser jitter
   buffer of 40 ms would discard. The echo path's own damage shows in the carrier
   simulator's stats (frames it had to conceal or got late) and, in the latency pass, in
-  the bridge's counters (FIFO overflow drops, silence sent for lack of audio, gateway
-  jitter-buffer concealment).
+  the bridge's counters (late browser packets dropped, comfort silence sent for lack of
+  audio, gaps in the carrier's timestamps passed on).
 * Added latency (a second pass, same load, the bridge started through
   :mod:`tests.bench.call_probe`, i.e. ``bridge.app.serve`` with per-frame timestamps):
   for every audio frame, from the moment the sender (client or carrier simulator, in this
@@ -33,10 +33,10 @@ Method
   carrying that frame's audio to the kernel on the other leg. Both ends read
   CLOCK_MONOTONIC (``time.perf_counter``), which is one clock for every process on the
   machine. Split into: waiting to be read (socket queue + event loop), waiting in the
-  bridge's buffer (browser->gateway: the FIFO the gateway leg's 20 ms clock drains;
-  gateway->browser: the adaptive jitter buffer), and processing (decode, resample,
-  encode, SRTP, send). The carrier's own echo delay is not in it: each direction is
-  measured on its own.
+  bridge's buffer (zero since the media path is cut-through: no jitter buffer, no
+  playout clock; the column stays for comparison with older runs), and processing
+  (decode, resample, encode, SRTP, send). The carrier's own echo delay is not in it:
+  each direction is measured on its own.
 * Bare relay (:mod:`tests.bench.bare_relay`): the same codec and SRTP work for N streams
   at 50 frames/s each way with no signaling, in its own process, measured the same way;
   the ratio is bridge / bare relay with the bridge's own codec chain.
@@ -350,24 +350,23 @@ def _latency(
 
 
 def _bridge_counters(calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over the calls: both jitter buffers' losses and the gateway leg's fillers."""
-    browser = [c["browser_jitter"] for c in calls if c.get("browser_jitter")]
+    """Totals over the calls: what the cut-through path dropped, filled and passed on."""
+    pipeline = [c["pipeline"] for c in calls]
     gateway = [c["gateway"] for c in calls if c["gateway"]]
 
     def total(rows: list[dict[str, Any]], key: str) -> int:
         return int(sum(row.get(key, 0) for row in rows))
 
     return {
-        "browser_frames": sum(c["pipeline"]["browser_audio_frames"] for c in calls),
-        "browser_jitter_late": total(browser, "late"),
-        "browser_jitter_lost": total(browser, "lost"),
-        "browser_jitter_concealed": total(browser, "concealed"),
-        "browser_jitter_skipped": total(browser, "skipped"),
+        "browser_frames": total(pipeline, "browser_audio_frames"),
+        "browser_late": total(pipeline, "browser_late"),
+        "browser_duplicates": total(pipeline, "browser_duplicates"),
         "gateway_packets_sent": total(gateway, "packets_sent"),
         "gateway_silence_sent": total(gateway, "silence_sent"),
+        "gateway_audio_suppressed": total(gateway, "audio_suppressed"),
         "gateway_packets_received": total(gateway, "packets_received"),
-        "gateway_jitter_late": total(gateway, "late"),
-        "gateway_concealed": total(gateway, "concealed"),
+        "gateway_late": total(gateway, "late"),
+        "gateway_gaps": total(gateway, "concealed"),
     }
 
 
