@@ -80,16 +80,35 @@ LATE_S = 0.040
 _SIM_SENT: dict[tuple[int, int], float] = {}
 
 
+def _stamp(data: bytes) -> None:
+    if len(data) >= 12 and not 192 <= data[1] <= 223:
+        _SIM_SENT[(int.from_bytes(data[8:12]), int.from_bytes(data[2:4]))] = time.perf_counter()
+
+
 def _install_sim_probe() -> None:
-    """Stamp every RTP packet the carrier simulator (this process) sends: (SSRC, seq)."""
-    original = MediaSocket.send
+    """Stamp every RTP packet the carrier simulator (this process) sends: (SSRC, seq).
+
+    Both ways a media socket sends: ``send`` and the per-packet ``send_rtp``.
+    """
+    original_send, original_init = MediaSocket.send, MediaSocket.__init__
 
     def send(self: MediaSocket, data: bytes, address: Any, *, rtcp: bool = False) -> None:
-        if not rtcp and len(data) >= 12 and not 192 <= data[1] <= 223:
-            _SIM_SENT[(int.from_bytes(data[8:12]), int.from_bytes(data[2:4]))] = time.perf_counter()
-        original(self, data, address, rtcp=rtcp)
+        if not rtcp:
+            _stamp(data)
+        original_send(self, data, address, rtcp=rtcp)
+
+    def init(self: MediaSocket, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        sendto = self.send_rtp
+
+        def send_rtp(data: bytes, address: Any) -> None:
+            _stamp(data)
+            sendto(data, address)
+
+        self.send_rtp = send_rtp
 
     MediaSocket.send = send  # type: ignore[method-assign]
+    MediaSocket.__init__ = init  # type: ignore[method-assign]
 
 
 def cpu_seconds(pid: int) -> float:
