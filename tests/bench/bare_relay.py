@@ -49,7 +49,7 @@ from bridge.media.transcode import OpusDecoder, OpusEncoder, OpusEncoderConfig
 from sip_gateway.media.g711 import G711Codec
 from sip_gateway.media.rtp import RtpPacketizer, parse_fields
 
-__all__ = ["CHAINS", "RelayLoad", "relay_chain", "start_relay"]
+__all__ = ["CHAINS", "PacedRelayLoad", "RelayLoad", "relay_chain", "start_relay"]
 
 PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM
 KEY_LEN = 44  # 32-byte key + 12-byte salt
@@ -291,6 +291,51 @@ class RelayLoad:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class PacedRelayLoad(RelayLoad):
+    """Like :class:`RelayLoad`, but the gateway side of each stream on its own 20 ms clock,
+    the streams' phases spread evenly over the period: how the carrier simulator (one
+    media clock per call) sends to the bridge. The browser side stays one burst per tick,
+    as the benchmark's load generator sends. Arrivals spread out wake the relay once per
+    packet instead of once per burst, which costs it CPU of its own (loop wake-ups,
+    colder caches): the fair floor for a bridge whose carrier side arrives that way."""
+
+    def start(self) -> None:
+        """Start sending (no Ticker: the load keeps its own timers)."""
+        self._loop = asyncio.get_running_loop()
+        self._handles: dict[int, asyncio.TimerHandle] = {}  # stream index (-1: browser)
+        first = self._loop.time() + 0.02
+        count = len(self._streams)
+        for index in range(count):
+            self._gateway_at(index, first + index * 0.02 / count)
+        self._browser_at(first)
+
+    def _gateway_at(self, index: int, when: float) -> None:
+        self._handles[index] = self._loop.call_at(when, self._gateway_one, index, when)
+
+    def _gateway_one(self, index: int, when: float) -> None:
+        _tx_b, tx_g, _pk_b, pk_g, _addr_b, addr_g = self._streams[index]
+        payload = self._gateway[int(when * 50) % len(self._gateway)]
+        self._sock.sendto(tx_g.protect(pk_g.packet_bytes(payload, 160)), addr_g)
+        self._gateway_at(index, when + 0.02)
+
+    def _browser_at(self, when: float) -> None:
+        self._handles[-1] = self._loop.call_at(when, self._browser_tick, when)
+
+    def _browser_tick(self, when: float) -> None:
+        payload = self._browser[self._index % len(self._browser)]
+        self._index += 1
+        for tx_b, _tx_g, pk_b, _pk_g, addr_b, _addr_g in self._streams:
+            self._sock.sendto(tx_b.protect(pk_b.packet_bytes(payload, self._rate // 50)), addr_b)
+        self._browser_at(when + 0.02)
+
+    def close(self) -> None:
+        """Stop the timers and close the socket."""
+        for handle in self._handles.values():
+            handle.cancel()
+        self._handles.clear()
+        super().close()
 
 
 def main(argv: list[str]) -> int:
