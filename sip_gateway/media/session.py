@@ -21,7 +21,7 @@ aggregated); nothing the network sends makes a method raise.
 Timing: ptime ticks fall at ``start + k * ptime``. Each tick sends exactly one packet
 (local audio, a digit's event packet, or comfort silence; see ``_outbound``) and plays
 one frame out of the jitter buffer (:class:`AudioReceived`; a missing frame is the last
-one attenuated once, then silence). RTCP SR/RR with SDES CNAME goes out over SRTCP at
+one attenuated once, then silence; see ``_playout``). RTCP SR/RR with SDES CNAME goes out over SRTCP at
 the RFC 3550 A.7 interval (about 5 s, randomized), to the peer's RTP address with
 rtcp-mux or to its RTCP port.
 
@@ -49,6 +49,7 @@ from sip_gateway.sdp.media_config import MediaConfig
 
 from ._drops import DropLog
 from ._outbound import OutboundStream, check_pcm
+from ._playout import Playout
 from ._rtcp_reports import RtcpReports
 from ._setup import CLOCK_RATE, RandomSource
 from ._setup import frame_samples as _samples
@@ -73,7 +74,6 @@ from .events import (
     SourceLatched,
 )
 from .g711 import G711Codec
-from .jitter import Concealment, JitterBuffer
 from .reception import ReceptionStats
 from .rtcp import parse_rtcp
 from .rtp import RtpPacketizer, parse_fields
@@ -89,7 +89,6 @@ RELATCH_AFTER: Final = 1.0
 """Seconds the latched source must be silent before another one may take over."""
 MAX_CATCH_UP: Final = 10
 """Ticks handled at once after a late timer; older ones are skipped (time moves on)."""
-CONCEALMENT_GAIN: Final = 0.5
 
 
 class MediaSession:
@@ -149,14 +148,11 @@ class MediaSession:
         self._dtmf_rx: DtmfReceiver | None = None
         self._dtmf_active = False  # the receiver's ``active``, as of the last packet fed
         self._apply_codecs(config)
-        self._jitter = self._new_jitter()
         self._events: deque[MediaEvent] = deque()
+        self._playout = Playout(config.ptime, self._events)
         self._datagrams: list[tuple[bytes, Address]] = []
         self._drops = DropLog(self._events)
         self._drop = self._drops.drop
-        self._last_frame: Pcm | None = None
-        self._concealed_run = 0
-        self._playing = False
         # counters as plain attributes: three of them move on every packet
         self._received = self._octets = self._datagrams_received = 0
         self._dtmf_received = self._concealed = 0
@@ -297,14 +293,8 @@ class MediaSession:
         Raises:
             LocalMediaError: not cut-through.
         """
-        out, cut = self._out, self._cut
-        if codec != out.codec.name:
-            payload = convert_g711(payload, codec, out.codec.name)
-        if cut is None or not self._running or not self._sends or len(payload) > out.samples:
-            self._send_now(payload, now)  # the rest of the cases
-        elif (packet := cut.audio(payload, now)) is not None:  # one frame: the fast path
-            self._datagrams.append((self._srtp.protect(packet), self._remote))
-            self._sent_since_report = True
+        law = self._out.codec.name
+        self._send_now(payload if codec == law else convert_g711(payload, codec, law), now)
 
     def _send_now(self, payload: bytes, now: float) -> None:
         cut = self._cut
@@ -316,7 +306,7 @@ class MediaSession:
             return
         if len(payload) > self._out.samples:
             self._send_packets(cut.send(payload, now))
-        elif (packet := cut.audio(payload, now)) is not None:
+        elif (packet := cut.audio(payload, now)) is not None:  # one frame: the common case
             self._datagrams.append((self._srtp.protect(packet), self._remote))
             self._sent_since_report = True
 
@@ -379,7 +369,7 @@ class MediaSession:
         self._use_config(config)
         self._apply_codecs(config)
         if ptime_changed:
-            self._jitter = self._new_jitter()
+            self._playout.reset(config.ptime)
 
     def close(self, now: float) -> None:
         """Stop: queue a final SRTCP report with BYE; no timer after this."""
@@ -392,7 +382,7 @@ class MediaSession:
 
     def stats(self) -> MediaStats:
         """A snapshot of the counters."""
-        reception, out = self._reception, self._out
+        reception, out, buffer = self._reception, self._out, self._playout.buffer
         return MediaStats(
             packets_sent=out.packetizer.packet_count,
             octets_sent=out.packetizer.octet_count,
@@ -407,9 +397,9 @@ class MediaSession:
             dropped=dict(self._drops.counts),
             lost=max(0, reception.cumulative_lost) if reception else 0,
             jitter_ms=reception.jitter_seconds * 1000 if reception else 0.0,
-            concealed=self._concealed,
-            late=self._drops.counts.get("late", 0) if self._cut_through else self._jitter.late,
-            playout_delay_ms=0.0 if self._cut_through else self._jitter.delay * 1000,
+            concealed=self._concealed + self._playout.concealed,
+            late=self._drops.counts.get("late", 0) if self._cut_through else buffer.late,
+            playout_delay_ms=0.0 if self._cut_through else buffer.delay * 1000,
             audio_overflow=out.overflow,
             round_trip_time=self._rtcp.round_trip_time,
             remote_address=self._remote,
@@ -452,9 +442,6 @@ class MediaSession:
         event = self._config.telephone_event
         return None if event is None else DtmfReceiver(event.payload_type, event.clock_rate)
 
-    def _new_jitter(self) -> JitterBuffer:
-        return JitterBuffer(CLOCK_RATE, self._config.ptime)
-
     def _tick_time(self, index: int) -> float:
         assert self._epoch is not None
         return self._epoch + index * self._ptime
@@ -476,33 +463,9 @@ class MediaSession:
                 self._sent_since_report = True
         else:
             self._out.skip()
-        if self._playing and self._receives:
-            self._play_out(now)
-
-    def _play_out(self, now: float) -> None:
-        item = self._jitter.pop_frame(now)
-        if item is None or isinstance(item, Concealment):  # lost, late, or paused
-            self._conceal()
-            return
-        payload_type, payload = item if isinstance(item, tuple) else (-1, b"")  # from put_frame
-        decoder = self._decoders.get(payload_type)
-        if decoder is None:  # a telephone-event packet holds this tick: audio is muted
-            self._last_frame = None
-            self._events.append(AudioReceived(pcm=np.zeros(_samples(self._config), np.int16)))
-            return
-        pcm = decoder.decode(payload)
-        self._last_frame, self._concealed_run = pcm, 0
-        self._events.append(AudioReceived(pcm=pcm))
-
-    def _conceal(self) -> None:
-        """A lost frame: the last one attenuated, once; then silence."""
-        if self._concealed_run == 0 and self._last_frame is not None:
-            pcm = (self._last_frame.astype(np.float32) * CONCEALMENT_GAIN).astype(np.int16)
-        else:
-            pcm = np.zeros(_samples(self._config), dtype=np.int16)
-        self._concealed_run += 1
-        self._concealed += 1
-        self._events.append(AudioReceived(pcm=pcm, concealed=True))
+        playout = self._playout
+        if playout.playing and self._receives:
+            playout.play(now, self._decoders, _samples(self._config))
 
     # -- receiving -------------------------------------------------------------------
 
@@ -540,10 +503,10 @@ class MediaSession:
             if not is_event:
                 self._forward(payload_type, sequence, timestamp, payload, now)
         elif is_event:
-            self._jitter.put_non_audio(sequence, timestamp)  # fills its sequence number
+            self._playout.buffer.put_non_audio(sequence, timestamp)  # fills its sequence number
         else:
-            self._jitter.put_frame(sequence, timestamp, (payload_type, payload), now)
-        self._playing = True
+            self._playout.buffer.put_frame(sequence, timestamp, (payload_type, payload), now)
+        self._playout.playing = True
 
     def _forward(
         self, payload_type: int, sequence: int, timestamp: int, payload: bytes, now: float
@@ -575,7 +538,7 @@ class MediaSession:
         if ssrc != self._remote_ssrc:
             self._remote_ssrc = ssrc
             self._reception = ReceptionStats(ssrc, CLOCK_RATE)
-            self._jitter = self._new_jitter()
+            self._playout.reset(self._config.ptime)
             self._order = ForwardOrder()
             self._dtmf_rx, self._dtmf_active = self._new_dtmf_receiver(), False
         self._events.append(SourceLatched(address=source, ssrc=ssrc, previous=previous))
