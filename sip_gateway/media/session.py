@@ -21,9 +21,9 @@ aggregated); nothing the network sends makes a method raise.
 Timing: ptime ticks fall at ``start + k * ptime``. Each tick sends exactly one packet
 (local audio, a digit's event packet, or comfort silence; see ``_outbound``) and plays
 one frame out of the jitter buffer (:class:`AudioReceived`; a missing frame is the last
-one attenuated once, then silence; see ``_playout``). RTCP SR/RR with SDES CNAME goes out over SRTCP at
-the RFC 3550 A.7 interval (about 5 s, randomized), to the peer's RTP address with
-rtcp-mux or to its RTCP port.
+one attenuated once, then silence; see ``_playout``). RTCP SR/RR with SDES CNAME goes
+out over SRTCP at the RFC 3550 A.7 interval (about 5 s, randomized; see
+``_rtcp_reports``), to the peer's RTP address with rtcp-mux or to its RTCP port.
 
 Cut-through (``cut_through=True``, for a relay whose peers have jitter buffers; see
 :mod:`.cut_through`): no ticks and no jitter buffer. Each accepted audio packet is decoded
@@ -502,11 +502,13 @@ class MediaSession:
         if self._cut_through:
             if not is_event:
                 self._forward(payload_type, sequence, timestamp, payload, now)
-        elif is_event:
-            self._playout.buffer.put_non_audio(sequence, timestamp)  # fills its sequence number
+            return
+        playout = self._playout
+        if is_event:
+            playout.buffer.put_non_audio(sequence, timestamp)  # fills its sequence number
         else:
-            self._playout.buffer.put_frame(sequence, timestamp, (payload_type, payload), now)
-        self._playout.playing = True
+            playout.buffer.put_frame(sequence, timestamp, (payload_type, payload), now)
+        playout.playing = True
 
     def _forward(
         self, payload_type: int, sequence: int, timestamp: int, payload: bytes, now: float
