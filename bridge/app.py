@@ -218,6 +218,7 @@ async def start(settings: Settings) -> RunningBridge:
     )
     orchestrator = _orchestrator(settings, gateway, auth, users, signaling, loop.time)
     gateway.route = orchestrator.route_inbound
+    gateway.on_refusal = orchestrator.inbound_refused
     signaling.orchestrator = orchestrator
     refresh = loop.create_task(users.run_refresh(store, USERS_REFRESH), name="users refresh")
     try:

@@ -83,6 +83,9 @@ class SecurityRecord:
     gateway_keys_fresh: bool | None = None
     gateway_codec: str | None = None
     reaches_pstn: bool = True
+    trunk: str | None = None
+    user: str | None = None
+    sip_status: int | None = None
     policy_refusals: list[PolicyRefusal] = field(default_factory=list)
     frozen: bool = False
 
@@ -102,12 +105,13 @@ class SecurityRecord:
         if not self.frozen:
             self.policy_refusals.append(PolicyRefusal(reason=reason, detail=detail, at=time.time()))
 
-    def freeze(self, end_reason: str) -> None:
+    def freeze(self, end_reason: str, sip_status: int | None = None) -> None:
         """The call is over: set the end reason and time; later updates are ignored."""
         if self.frozen:
             return
         self.ended_at = time.time()
         self.end_reason = end_reason
+        self.sip_status = sip_status
         self.frozen = True
 
     # -- rendering ---------------------------------------------------------------------
@@ -178,6 +182,9 @@ class SecurityRecord:
             "answered_at": _iso(self.answered_at),
             "ended_at": _iso(self.ended_at),
             "end_reason": self.end_reason,
+            "sip_status": self.sip_status,
+            "user": self.user,
+            "trunk": self.trunk,
             "legs": legs,
             "end_to_end_encrypted": False,
             "caveats": caveats,

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from sip_gateway.aio import SipEndpoint
@@ -68,6 +68,7 @@ class Call:
         browser_endpoint: SipEndpoint | None,
         on_transition: Callable[[CallTransition], None],
         on_end: Callable[[Call], None],
+        on_report: Callable[[str, Mapping[str, str | None]], object] | None = None,
     ) -> None:
         self.call_id = call_id
         self.direction = direction
@@ -85,6 +86,8 @@ class Call:
         self.status_code: int | None = None
         self._on_transition = on_transition
         self._on_end = on_end
+        self._on_report = on_report
+        self._legs_up: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._info_busy = False
         self._info_again = False
@@ -139,6 +142,7 @@ class Call:
                 self.browser.ring()
         elif isinstance(event, EarlyMediaStarted):
             self._gateway_media(event.media)
+            self._gateway_up()
             self.advance(CallInput.EARLY_MEDIA, "trunk early media")
             if self.direction == "outbound" and isinstance(self.browser, InboundCall):
                 self._browser_progress()
@@ -172,6 +176,20 @@ class Call:
         if leg is not None and leg.endpoint is not None:
             self.record.gateway_tls = leg.endpoint.tls
             self.record.gateway_peer = "{}:{}".format(*leg.endpoint.peer)
+            self._leg_up("gateway")
+
+    def _leg_up(self, leg: str) -> None:
+        if leg not in self._legs_up:
+            self._legs_up.add(leg)
+            self.report("leg-up", {"leg": leg})
+
+    def report(self, event: str, detail: Mapping[str, str | None]) -> None:
+        """Report a step that is not a phase change (a leg came up, a refusal)."""
+        if self._on_report is not None:
+            try:
+                self._on_report(event, detail)
+            except Exception:
+                log.exception("call %s: report of %s failed", self.call_id, event)
 
     def _browser_progress(self) -> None:
         assert isinstance(self.browser, InboundCall)
@@ -208,9 +226,11 @@ class Call:
         if isinstance(event, WebRtcConnected):
             self.record.dtls = event.facts
             self.record.webrtc_codec = self.media.webrtc_codec
+            self._leg_up("webrtc")
             self.send_record()
         elif isinstance(event, MediaFailed):
             self.record.refuse("media-failed", f"{event.leg}: {event.reason}")
+            self.report("refused", {"reason": "media-failed", "leg": event.leg})
             self.spawn(self.hangup(EndReason.MEDIA_FAILED), "media failed")
         elif isinstance(event, DigitRelayed):
             log.info("call %s: digit relayed toward %s (%s)", self.call_id, event.toward, event.via)
@@ -248,6 +268,9 @@ class Call:
     # -- the end -------------------------------------------------------------------------
 
     def _leg_ended(self, which: str, event: CallEnded) -> None:
+        if event.policy is not None:
+            self.record.refuse(event.policy, f"{which} leg: SDP refused ({event.policy})")
+            self.report("refused", {"reason": event.policy, "leg": which})
         if self.end_reason is None:
             self.end_reason, self.status_code = self._classify(which, event)
             self.advance(
@@ -323,8 +346,8 @@ class Call:
         if any(leg.end is None for leg in legs) or self._finished.done():
             return
         self._finished.set_result(None)
-        self.advance(CallInput.LEGS_ENDED, "both legs ended")
-        self.record.freeze(str(self.end_reason or EndReason.FAILED))
+        self.record.freeze(str(self.end_reason or EndReason.FAILED), self.status_code)
+        self.advance(CallInput.LEGS_ENDED, "both legs ended")  # the final update
         await self.media.aclose()
         for leg in legs:
             await leg.aclose()

@@ -83,10 +83,27 @@ class CallStateError(CallError):
 
 
 class CallRefusedError(CallError):
-    """A call refused by policy, routing, limits or the absence of a browser."""
+    """A call refused by policy, routing, limits or the absence of a browser.
+
+    ``refusal`` names the policy that refused it for the record's ``policy_refusals``
+    and the metrics (``destination-blocked``, ``no-fingerprint``, ``plain-rtp``, ...);
+    it defaults to the end reason.
+    """
 
     sip_status = 403
     end_reason = EndReason.POLICY_REFUSED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sip_status: int | None = None,
+        reason: str | None = None,
+        end_reason: EndReason | None = None,
+        refusal: str | None = None,
+    ) -> None:
+        super().__init__(message, sip_status=sip_status, reason=reason, end_reason=end_reason)
+        self.refusal = refusal or str(self.end_reason)
 
 
 _FAILURES: dict[CallFailure, tuple[int, EndReason]] = {

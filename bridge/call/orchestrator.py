@@ -38,6 +38,7 @@ from sip_gateway.trunk import (
     CallFailedError,
     CallFailure,
     InboundCall,
+    InviteRefused,
     Reject,
     RouteDecision,
     ScreenedInvite,
@@ -58,7 +59,8 @@ from .browser import (
 )
 from .call import Call
 from .errors import CallRefusedError, EndReason, failure_status
-from .state import CallTransition
+from .journal import Journal
+from .state import CallPhase, CallTransition
 
 __all__ = ["BrowserContacts", "Orchestrator", "OrchestratorConfig"]
 
@@ -100,7 +102,7 @@ class Orchestrator:
         did_of: Callable[[str], str | None],
         contacts: BrowserContacts,
         clock: Callable[[], float],
-        on_transition: Callable[[CallTransition], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -116,7 +118,7 @@ class Orchestrator:
         self._did_of = did_of
         self._contacts = contacts
         self._clock = clock
-        self._on_transition = on_transition
+        self.journal = journal if journal is not None else Journal()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- outbound: a browser dials --------------------------------------------------------
@@ -142,6 +144,7 @@ class Orchestrator:
                 end_reason=EndReason.ENCRYPTION_REFUSED
                 if exc.status_code == 488
                 else EndReason.REJECTED,
+                refusal=getattr(exc, "policy", "malformed-request"),
             )
             self._refuse(endpoint, tid, request, user, refusal, headers=exc.headers)
             return
@@ -157,6 +160,7 @@ class Orchestrator:
                 sip_status=exc.sip_status,
                 reason=exc.reason,
                 end_reason=EndReason.POLICY_REFUSED,
+                refusal=exc.end_reason,
             ) from None
         offer = screen_browser_invite(request, self.config.browser)
         return number, offer
@@ -186,8 +190,12 @@ class Orchestrator:
             webrtc_tls=endpoint.tls,
             reaches_pstn=False,
         )
-        record.refuse(str(exc.end_reason), str(exc))
-        record.freeze(str(exc.end_reason))
+        record.user = user
+        record.refuse(exc.refusal, str(exc))
+        self.journal.report(record, "started", {"direction": "outbound", "user": user})
+        self.journal.report(record, "refused", {"reason": exc.refusal, "status": exc.sip_status})
+        record.freeze(str(exc.end_reason), exc.sip_status)
+        self.journal.report(record, "ended", {"reason": str(exc.end_reason)})
         self.recent_refusals.append(record)
         response = build_response(request, exc.sip_status, exc.reason, headers=headers)
         endpoint.send_response(tid, response)
@@ -209,6 +217,7 @@ class Orchestrator:
                 sip_status=exc.sip_status,
                 reason=exc.reason,
                 end_reason=EndReason.LIMIT_REACHED,
+                refusal=exc.end_reason,
             )
             self._refuse(endpoint, tid, request, user, refusal)
             return
@@ -219,6 +228,7 @@ class Orchestrator:
             parties=(user, number),
             endpoint=endpoint,
             release=lambda: self.limits.release(ticket),
+            trunk=self.config.trunk,
         )
         call_id = call.call_id
         host = BrowserHost(self.config.browser, endpoint, self.dialogs, ())
@@ -286,6 +296,27 @@ class Orchestrator:
 
     # -- inbound: a carrier calls a DID ---------------------------------------------------
 
+    def inbound_refused(self, refused: InviteRefused) -> None:
+        """The trunk gateway refused a carrier's INVITE at screening: keep it as a record."""
+        policy = refused.policy or f"sip-{refused.status_code}"
+        self.refused[policy] += 1
+        record = SecurityRecord(
+            call_id=f"c-{refused.call_id[:40]}",
+            direction="inbound",
+            from_party=(refused.caller or "")[:32] or None,
+            to_party=(refused.did or "")[:32] or None,
+            gateway_tls=refused.tls,
+            gateway_peer=refused.peer,
+        )
+        record.trunk = refused.trunk
+        record.refuse(policy, refused.detail[:200])
+        self.journal.report(record, "started", {"direction": "inbound", "trunk": refused.trunk})
+        self.journal.report(record, "refused", {"reason": policy, "status": refused.status_code})
+        end = EndReason.ENCRYPTION_REFUSED if refused.status_code == 488 else EndReason.REJECTED
+        record.freeze(str(end), refused.status_code)
+        self.journal.report(record, "ended", {"reason": str(end)})
+        self.recent_refusals.append(record)
+
     async def route_inbound(self, carrier: InboundCall) -> RouteDecision:
         """The trunk gateway's routing callback."""
         owner = self._owner_of_did(carrier.did)
@@ -312,6 +343,7 @@ class Orchestrator:
             parties=(carrier.caller, carrier.did),
             endpoint=None,
             release=None,
+            trunk=carrier.host.config.name,
         )
         carrier.on_event = call.gateway_event  # from now on its end ends the call
         call.gateway = carrier
@@ -342,6 +374,7 @@ class Orchestrator:
         parties: tuple[str | None, str | None],
         endpoint: SipEndpoint | None,
         release: Callable[[], None] | None,
+        trunk: str | None = None,
     ) -> Call:
         """A new call with its record and (not yet opened) media, counted as active."""
         call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{sip_call_id[:12]}"
@@ -351,6 +384,8 @@ class Orchestrator:
             from_party=parties[0],
             to_party=parties[1],
             webrtc_tls=endpoint.tls if endpoint is not None else None,
+            user=user,
+            trunk=trunk,
         )
         call = Call(
             call_id=call_id,
@@ -361,8 +396,10 @@ class Orchestrator:
             browser_endpoint=endpoint,
             on_transition=self._transition,
             on_end=lambda ended: self._ended(ended, release),
+            on_report=lambda event, detail: self.journal.report(record, event, detail),
         )
         self.calls[call_id] = call
+        self.journal.report(record, "started", {"direction": direction, "user": user})
         return call
 
     async def _ring_browsers(
@@ -403,8 +440,15 @@ class Orchestrator:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _transition(self, transition: CallTransition) -> None:
-        if self._on_transition is not None:
-            self._on_transition(transition)
+        call = self.calls.get(transition.call_id)
+        if call is None:
+            return
+        detail = {"from": str(transition.old), "cause": transition.cause}
+        if transition.new is CallPhase.ENDED:
+            detail["reason"] = str(call.end_reason)
+            if call.status_code is not None:
+                detail["status"] = str(call.status_code)
+        self.journal.report(call.record, str(transition.new), detail)
 
     def _ended(self, call: Call, release: Callable[[], None] | None) -> None:
         self.calls.pop(call.call_id, None)

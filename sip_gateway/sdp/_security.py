@@ -111,7 +111,7 @@ def _acceptable(media: SdpMedia, profile: MediaProfile) -> tuple[list[CryptoAttr
 
 def _no_crypto(what: str, reasons: list[str]) -> SdpError:
     detail = "; ".join(reasons[:8]) if reasons else "none present"
-    return SdpError(f"{what} has no acceptable a=crypto line ({detail})")
+    return SdpError(f"{what} has no acceptable a=crypto line ({detail})", policy="no-crypto")
 
 
 def answer_sdes(
@@ -179,7 +179,7 @@ def remote_fingerprints(
     """
     values = media.attribute_values("fingerprint") or session.attribute_values("fingerprint")
     if not values:
-        raise SdpError("DTLS-SRTP media without a=fingerprint refused")
+        raise SdpError("DTLS-SRTP media without a=fingerprint refused", policy="no-fingerprint")
     found: list[Fingerprint] = []
     for value in values:
         try:
@@ -189,7 +189,10 @@ def remote_fingerprints(
     allowed = {a.lower() for a in profile.fingerprint_algorithms}
     usable = tuple(f for f in found if f.algorithm.lower() in allowed)
     if not usable:
-        raise SdpError(f"no a=fingerprint with an accepted hash ({', '.join(sorted(allowed))})")
+        raise SdpError(
+            f"no a=fingerprint with an accepted hash ({', '.join(sorted(allowed))})",
+            policy="no-fingerprint",
+        )
     return usable
 
 

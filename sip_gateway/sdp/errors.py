@@ -28,7 +28,9 @@ class SdpError(RemoteProtocolError):
 
     Raised for offers or answers without an acceptable ``a=crypto`` line, plain
     ``RTP/AVP`` on a leg that requires SRTP, no common codec, a DTLS profile without
-    ``a=fingerprint``, and similar negotiation failures.
+    ``a=fingerprint``, and similar negotiation failures. ``policy`` names the refusal
+    for records and metrics: ``plain-rtp``, ``no-crypto``, ``no-fingerprint``,
+    ``wrong-transport``, ``no-common-codec`` or ``sdp-refused``.
     """
 
     def __init__(
@@ -38,8 +40,10 @@ class SdpError(RemoteProtocolError):
         status_code: int = 488,
         reason: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        policy: str = "sdp-refused",
     ) -> None:
         super().__init__(message, status_code=status_code, reason=reason, headers=headers)
+        self.policy = policy
 
 
 class SdpParseError(SdpError):
@@ -53,4 +57,6 @@ class SdpParseError(SdpError):
         reason: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        super().__init__(message, status_code=status_code, reason=reason, headers=headers)
+        super().__init__(
+            message, status_code=status_code, reason=reason, headers=headers, policy="malformed-sdp"
+        )

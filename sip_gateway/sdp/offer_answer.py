@@ -203,7 +203,10 @@ def process_answer(offer: SdpSession, answer: SdpSession, profile: MediaProfile)
     if theirs.port == 0:
         raise SdpError("the answer declined our audio stream")
     if theirs.proto.upper() != ours.proto.upper():
-        raise SdpError(f"the answer changed the transport from {ours.proto} to {theirs.proto[:40]}")
+        raise SdpError(
+            f"the answer changed the transport from {ours.proto} to {theirs.proto[:40]}",
+            policy="plain-rtp" if theirs.proto.upper() in _PLAIN_PROTOS else "wrong-transport",
+        )
     rtpmaps = [
         r
         for r in _codecs.resolve(theirs, _codecs.rtpmap_table(ours))
@@ -211,7 +214,7 @@ def process_answer(offer: SdpSession, answer: SdpSession, profile: MediaProfile)
     ]
     codecs = tuple(_codecs.to_codec(r, theirs) for r in rtpmaps if _codecs.spec_for(r, profile))
     if not codecs:
-        raise SdpError("the answer has no codec of our offer")
+        raise SdpError("the answer has no codec of our offer", policy="no-common-codec")
     crypto: SdesCrypto | DtlsCrypto
     if profile.security is MediaSecurity.DTLS:
         offered_role = ours.setup or SetupRole.ACTPASS
@@ -250,7 +253,7 @@ def _accept(
     chosen = next(((r, s) for r in rtpmaps if (s := _codecs.spec_for(r, profile))), None)
     if chosen is None:
         supported = ", ".join(f"{c.name}/{c.clock_rate}" for c in profile.codecs)
-        raise SdpError(f"no common codec (this leg supports {supported})")
+        raise SdpError(f"no common codec (this leg supports {supported})", policy="no-common-codec")
     rtpmap, spec = chosen
     event = _telephone_event(profile, rtpmaps, rtpmap.clock_rate)
     crypto: SdesCrypto | DtlsCrypto
@@ -315,12 +318,18 @@ def _check_proto(proto: str, profile: MediaProfile) -> None:
         if upper not in DTLS_PROTOS:
             raise SdpError(
                 f"{proto[:40]} refused: this leg requires DTLS-SRTP"
-                " (UDP/TLS/RTP/SAVPF with a=fingerprint)"
+                " (UDP/TLS/RTP/SAVPF with a=fingerprint)",
+                policy="plain-rtp" if upper in _PLAIN_PROTOS else "wrong-transport",
             )
     elif upper in _PLAIN_PROTOS:
-        raise SdpError(f"plain {proto} refused: this leg requires RTP/SAVP with a=crypto")
+        raise SdpError(
+            f"plain {proto} refused: this leg requires RTP/SAVP with a=crypto", policy="plain-rtp"
+        )
     elif upper not in SDES_PROTOS:
-        raise SdpError(f"{proto[:40]} refused: this leg requires RTP/SAVP with a=crypto")
+        raise SdpError(
+            f"{proto[:40]} refused: this leg requires RTP/SAVP with a=crypto",
+            policy="wrong-transport",
+        )
 
 
 def _declined(offered: SdpMedia) -> SdpMedia:

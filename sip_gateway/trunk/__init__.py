@@ -42,6 +42,7 @@ from .inbound import (
 )
 from .leg import ALLOW, CallLeg, EventCallback
 from .monitor import (
+    InviteRefused,
     LivenessCounter,
     OptionsMonitor,
     Registration,
@@ -95,6 +96,7 @@ __all__ = [
     "InboundCall",
     "InboundRoute",
     "InvalidNumberError",
+    "InviteRefused",
     "LivenessCounter",
     "MediaPort",
     "MediaUpdated",

@@ -57,6 +57,7 @@ from .errors import TrunkUnavailableError
 from .inbound import InboundCall, InboundRoute, TrunkRouter, screen_invite
 from .leg import ALLOW, CallLeg, EventCallback
 from .monitor import (
+    InviteRefused,
     OptionsMonitor,
     Registration,
     RegistrationChanged,
@@ -262,6 +263,7 @@ class TrunkGateway:
         timer_scale: float = 1.0,
         on_status: Callable[[TrunkStatusChanged], None] | None = None,
         on_registration: Callable[[RegistrationChanged], None] | None = None,
+        on_refusal: Callable[[InviteRefused], None] | None = None,
     ) -> None:
         names = [t.name for t in trunks]
         if len(set(names)) != len(names):
@@ -276,6 +278,7 @@ class TrunkGateway:
         self.timer_scale = timer_scale
         self.on_status = on_status
         self.on_registration = on_registration
+        self.on_refusal = on_refusal
         self.router = TrunkRouter(trunks)
         self._contact_host = contact_host
         self._user = user
@@ -447,6 +450,29 @@ class TrunkGateway:
             status = 481 if request.method in ("BYE", "UPDATE", "INFO") else 405
             endpoint.send_response(tid, build_response(request, status, headers=[("Allow", ALLOW)]))
 
+    def _report_refusal(
+        self, endpoint: SipEndpoint, request: SipRequest, trunk: Trunk, exc: RemoteProtocolError
+    ) -> None:
+        if self.on_refusal is None:
+            return
+        caller = request.from_addr.uri
+        called = request.uri
+        refused = InviteRefused(
+            trunk=trunk.config.name,
+            call_id=request.call_id,
+            caller=caller.user if isinstance(caller, SipUri) else None,
+            did=called.user if isinstance(called, SipUri) else None,
+            peer=format_address(endpoint.peer),
+            tls=endpoint.tls,
+            status_code=exc.status_code,
+            policy=getattr(exc, "policy", None),
+            detail=str(exc),
+        )
+        try:
+            self.on_refusal(refused)
+        except Exception:
+            logger.exception("the refusal handler failed")
+
     def _early_call(self, request: SipRequest) -> InboundCall | None:
         """The unanswered inbound call whose early dialog this request names, if any."""
         for call in self._pending.values():
@@ -499,6 +525,7 @@ class TrunkGateway:
                 headers=exc.headers,
             )
             endpoint.send_response(tid, refusal)
+            self._report_refusal(endpoint, request, trunk, exc)
             return
         call = InboundCall(
             trunk, endpoint=endpoint, transaction_id=tid, request=request, screened=screened

@@ -350,6 +350,7 @@ class InboundCall(CallLeg):
         return config
 
     def _refuse(self, exc: RemoteProtocolError) -> None:
+        self.refused_by = getattr(exc, "policy", None)
         response = build_response(
             self.request, exc.status_code, exc.reason, to_tag=self._to_tag, headers=exc.headers
         )

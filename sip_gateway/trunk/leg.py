@@ -134,6 +134,8 @@ class CallLeg:
         self.local_sdp: SdpSession | None = None
         """The last SDP we sent (offer or answer)."""
         self.end: CallEnded | None = None
+        self.refused_by: str | None = None
+        """The SDP policy that refused the peer's SDP (reported in :class:`CallEnded`)."""
         config = host.config
         self.timer: SessionTimer | None = None
         if config.session_timer:
@@ -209,7 +211,11 @@ class CallLeg:
             self.media.close()
         self.host.detach(self)
         self.end = CallEnded(
-            call_id=self.call_id, reason=reason, failure=failure, status_code=status_code
+            call_id=self.call_id,
+            reason=reason,
+            failure=failure,
+            status_code=status_code,
+            policy=self.refused_by,
         )
         logger.info(
             "call %s on %s ended: %s%s",
@@ -438,6 +444,7 @@ class CallLeg:
                     config = process_answer(self.local_sdp, answer, self.host.profile)
                 except SdpError as exc:
                     logger.warning("call %s: refresh answer refused: %s", self.call_id, exc)
+                    self.refused_by = exc.policy
                     await self._bye(EndReason.ENCRYPTION_REFUSED)
                     return
                 if self._apply_media(config):
@@ -492,6 +499,7 @@ class CallLeg:
             config = process_answer(self.local_sdp, parse_sdp(request.body), self.host.profile)
         except SdpError as exc:
             logger.warning("call %s: answer in ACK refused: %s", self.call_id, exc)
+            self.refused_by = exc.policy
             self._spawn(self._bye(EndReason.ENCRYPTION_REFUSED), "bye")
             return
         if self._apply_media(config):

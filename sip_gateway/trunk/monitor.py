@@ -29,6 +29,7 @@ from sip_gateway.sip.errors import RemoteProtocolError, SipError
 from sip_gateway.sip.headers import NameAddr
 from sip_gateway.sip.message import SipRequest, SipResponse
 from sip_gateway.sip.uri import SipUri
+from sip_gateway.tls import TlsSessionInfo
 
 from .config import TrunkConfig
 from .errors import TrunkError
@@ -63,6 +64,33 @@ class TrunkStatusChanged:
 
     trunk: str
     status: TrunkStatus
+    detail: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InviteRefused:
+    """An inbound INVITE refused before any call was made (screening: 488, 484, 422).
+
+    Attributes:
+        trunk: the trunk it came in on.
+        call_id: its SIP Call-ID.
+        caller: the caller's number or name as sent (may be None).
+        did: the called number as sent (may be None).
+        peer: the peer's ``host:port``.
+        tls: the live TLS session of the connection it came on.
+        status_code: the status it was refused with.
+        policy: the SDP policy that refused it (``plain-rtp``, ``no-crypto`` ...), or None.
+        detail: what was wrong (never SDP keys).
+    """
+
+    trunk: str
+    call_id: str
+    caller: str | None
+    did: str | None
+    peer: str
+    tls: TlsSessionInfo | None
+    status_code: int
+    policy: str | None
     detail: str
 
 

@@ -368,6 +368,7 @@ class OutboundCall(CallLeg):
                 config = process_answer(self._offer, parse_sdp(response.body), self.host.profile)
             except SdpError as exc:
                 logger.warning("call %s: early media answer refused: %s", self.call_id, exc)
+                self.refused_by = exc.policy
                 self.cancel(CallFailure.ENCRYPTION_REFUSED)
                 return
             self._early = config
@@ -410,6 +411,7 @@ class OutboundCall(CallLeg):
                 else CallFailure.ENCRYPTION_REFUSED
             )
             logger.warning("call %s: SDP answer refused: %s", self.call_id, exc)
+            self.refused_by = exc.policy
             self._resolve_failure(failure, exc.status_code, str(exc))
             self._advance(CallInput.ANSWERED)
             await self._bye(self._end_reason(failure), failure=failure, status_code=exc.status_code)

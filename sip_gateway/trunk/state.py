@@ -199,8 +199,11 @@ class CallEnded(CallEvent):
         reason: why it ended.
         failure: for an outbound call that was never answered, the classified failure.
         status_code: the final SIP status that ended it, when there was one.
+        policy: the SDP policy that refused the peer's offer or answer (``plain-rtp``,
+            ``no-crypto``, ... from :class:`~sip_gateway.sdp.SdpError`), when one did.
     """
 
     reason: EndReason
     failure: CallFailure | None = None
     status_code: int | None = None
+    policy: str | None = None
