@@ -11,7 +11,7 @@ will mount on the same application. Nothing here reads settings: ``bridge.app`` 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +43,13 @@ class HttpsSite:
     websocket_path: str
 
 
-@web.middleware
-async def _security_headers(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    response = await handler(request)
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Set on every response as its headers go out: handlers' own, raised errors (404,
+    405) and streamed ones (Server-Sent Events) alike."""
     max_age = request.app[_HSTS_KEY]
     response.headers["Strict-Transport-Security"] = f"max-age={max_age}; includeSubDomains"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Server"] = "pstn-bridge"
-    return response
 
 
 async def _root(request: web.Request) -> web.StreamResponse:
@@ -60,19 +57,33 @@ async def _root(request: web.Request) -> web.StreamResponse:
 
 
 async def start_https(
-    site: HttpsSite, ctx: ssl.SSLContext, websocket: SipWebSocketService
+    site: HttpsSite,
+    ctx: ssl.SSLContext,
+    websocket: SipWebSocketService,
+    *,
+    mounts: Sequence[Callable[[web.Application], None]] = (),
 ) -> tuple[web.AppRunner, int]:
     """Start the site; returns its runner (to clean up) and the bound port.
+
+    Args:
+        site: where and how to listen.
+        ctx: the server TLS context.
+        websocket: the SIP WebSocket service.
+        mounts: each adds its routes (and shutdown hooks) to the application before it
+            starts (the ops API).
 
     Raises:
         OSError: the address cannot be bound.
     """
-    app = web.Application(middlewares=[_security_headers])
+    app = web.Application()
+    app.on_response_prepare.append(_security_headers)
     app[_HSTS_KEY] = site.hsts_max_age
     app.router.add_get("/", _root)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     app.router.add_get(site.websocket_path, websocket.handle)
     app.on_shutdown.append(websocket.on_shutdown)
+    for mount in mounts:
+        mount(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     tcp = web.TCPSite(runner, site.host, site.port, ssl_context=ctx)
