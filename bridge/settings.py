@@ -33,10 +33,12 @@ __all__ = [
     "CallerIdSettings",
     "CarrierSimSettings",
     "DialPlanSettings",
+    "EventsSettings",
     "HttpSettings",
     "LimitsSettings",
     "LogSettings",
     "NodeSettings",
+    "OpsSettings",
     "Settings",
     "SettingsError",
     "SipSettings",
@@ -338,6 +340,47 @@ class LogSettings(_Section):
     level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
 
+class OpsSettings(_Section):
+    """The ops API on the HTTPS listener: bearer token, rate limit, live stream."""
+
+    api_token: SecretStr | None = None  # empty: generated once into <var_dir>/ops-token
+    requests_per_second: float = Field(default=20.0, gt=0.0, le=10000.0)
+    burst: int = Field(default=40, ge=1, le=100000)
+    max_stream_clients: int = Field(default=16, ge=1, le=1000)
+    stream_queue: int = Field(default=256, ge=16, le=65536)
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("api_token must be at least 16 characters (or empty: generated)")
+        return value
+
+
+class EventsSettings(_Section):
+    """Call updates and node status published to an MQTT broker (TLS only); empty host: none."""
+
+    broker_host: str | None = Field(default=None, max_length=253)
+    broker_port: Port = 8883
+    topic_prefix: str = Field(default="pstn-bridge", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    queue_size: int = Field(default=1000, ge=1, le=1000000)
+    keepalive: int = Field(default=30, ge=2, le=3600)
+    reconnect_max: float = Field(default=30.0, ge=0.5, le=3600.0)
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EventsSettings:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        if self.password is not None and self.username is None:
+            raise ValueError("password needs username")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything ``pstn-bridge serve`` needs; defaults are the embedded development setup."""
 
@@ -360,6 +403,8 @@ class Settings(BaseSettings):
     dialplan: DialPlanSettings = DialPlanSettings()
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
+    events: EventsSettings = EventsSettings()
+    ops: OpsSettings = OpsSettings()
 
     @model_validator(mode="after")
     def _unique_trunk_names(self) -> Settings:
