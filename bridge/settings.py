@@ -34,7 +34,6 @@ __all__ = [
     "CarrierSimSettings",
     "DialPlanSettings",
     "EventsSettings",
-    "EventsSettings",
     "HttpSettings",
     "LimitsSettings",
     "LogSettings",
@@ -363,30 +362,6 @@ class EventsSettings(_Section):
 
     broker_host: str | None = Field(default=None, max_length=253)
     broker_port: Port = 8883
-    topic_prefix: str = Field(default="pstn-bridge", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-    ca_file: Path | None = None
-    client_cert_file: Path | None = None
-    client_key_file: Path | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    queue_size: int = Field(default=1000, ge=1, le=1000000)
-    keepalive: int = Field(default=30, ge=2, le=3600)
-    reconnect_max: float = Field(default=30.0, ge=0.5, le=3600.0)
-
-    @model_validator(mode="after")
-    def _pairs(self) -> EventsSettings:
-        if (self.client_cert_file is None) != (self.client_key_file is None):
-            raise ValueError("client_cert_file and client_key_file go together")
-        if self.password is not None and self.username is None:
-            raise ValueError("password needs username")
-        return self
-
-
-class EventsSettings(_Section):
-    """Call updates and node status published to an MQTT broker (TLS only); empty host: none."""
-
-    broker_host: str | None = Field(default=None, max_length=253)
-    broker_port: Port = 8883
     topic_prefix: str = Field(
         default="pstn-bridge", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", max_length=128
     )
@@ -430,7 +405,6 @@ class Settings(BaseSettings):
     dialplan: DialPlanSettings = DialPlanSettings()
     limits: LimitsSettings = LimitsSettings()
     log: LogSettings = LogSettings()
-    events: EventsSettings = EventsSettings()
     events: EventsSettings = EventsSettings()
     ops: OpsSettings = OpsSettings()
 
