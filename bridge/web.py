@@ -3,9 +3,11 @@
 Theory of operation: :func:`start_https` builds one aiohttp application on the TLS context it
 is given (from :mod:`sip_gateway.tls`): ``/`` serves the dialer page, ``/static/`` its assets
 (``jssip.bundle.js`` there is built from npm by ``make run``/``make test``), the WebSocket
-path hands connections to the SIP WebSocket service (RFC 7118). Every response carries HSTS
-(``max-age`` plus ``includeSubDomains``), ``nosniff`` and our ``Server`` header. The ops API
-will mount on the same application. Nothing here reads settings: ``bridge.app`` passes values.
+path hands connections to the SIP WebSocket service (RFC 7118), ``/ops`` serves the ops page
+(``static/ops.html``, under a Content-Security-Policy that allows only its own files). Every
+response carries HSTS (``max-age`` plus ``includeSubDomains``), ``nosniff`` and our ``Server``
+header. The ops API mounts on the same application. Nothing here reads settings: ``bridge.app``
+passes values.
 """
 
 from __future__ import annotations
@@ -56,6 +58,20 @@ async def _root(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+OPS_PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The ops page's Content-Security-Policy: its own scripts, styles and API, nothing inline."""
+
+
+async def _ops(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(
+        STATIC_DIR / "ops.html",
+        headers={"Content-Security-Policy": OPS_PAGE_CSP, "Referrer-Policy": "no-referrer"},
+    )
+
+
 async def start_https(
     site: HttpsSite,
     ctx: ssl.SSLContext,
@@ -79,6 +95,7 @@ async def start_https(
     app.on_response_prepare.append(_security_headers)
     app[_HSTS_KEY] = site.hsts_max_age
     app.router.add_get("/", _root)
+    app.router.add_get("/ops", _ops)
     app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     app.router.add_get(site.websocket_path, websocket.handle)
     app.on_shutdown.append(websocket.on_shutdown)
