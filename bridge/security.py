@@ -13,7 +13,11 @@ this module: it receives suites and fingerprints, never keys.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +26,7 @@ from sip_gateway.tls import TlsSessionInfo
 
 from .media.webrtc_leg import DtlsFacts
 
-__all__ = ["PSTN_CAVEAT", "PSTN_CAVEAT_TEXT", "PolicyRefusal", "SecurityRecord"]
+__all__ = ["PSTN_CAVEAT", "PSTN_CAVEAT_TEXT", "KeyHistory", "PolicyRefusal", "SecurityRecord"]
 
 PSTN_CAVEAT = "pstn-leg-carrier-dependent"
 PSTN_CAVEAT_TEXT = (
@@ -38,6 +42,38 @@ class PolicyRefusal:
     reason: str
     detail: str
     at: float
+
+
+class KeyHistory:
+    """Which SDES keys this process has already used, to observe ``keys_fresh``.
+
+    A key is remembered only as a keyed BLAKE2b digest under a random per-process secret
+    (never the key), in a bounded first-in-first-out set. A gateway leg's keys are fresh
+    when our key was not used by another call and the peer's key is not ours echoed back
+    (reusing one SRTP key in both directions or across calls reuses the keystream).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._secret = secrets.token_bytes(32)
+        self._owner: OrderedDict[bytes, str] = OrderedDict()
+        self._capacity = capacity
+
+    def __repr__(self) -> str:
+        return f"<KeyHistory {len(self._owner)} keys>"
+
+    def _digest(self, key: bytes) -> bytes:
+        return hashlib.blake2b(key, key=self._secret, digest_size=16).digest()
+
+    def fresh(self, call_id: str, local_key: bytes, remote_key: bytes) -> bool:
+        """True when ``local_key`` is this call's alone and the peer did not echo it."""
+        digest = self._digest(local_key)
+        owner = self._owner.setdefault(digest, call_id)
+        if len(self._owner) > self._capacity:
+            self._owner.popitem(last=False)
+        return owner == call_id and not hmac.compare_digest(local_key, remote_key)
+
+
+_KEYS = KeyHistory()
 
 
 def _iso(at: float | None) -> str | None:
@@ -89,14 +125,17 @@ class SecurityRecord:
     policy_refusals: list[PolicyRefusal] = field(default_factory=list)
     frozen: bool = False
 
-    def observe_gateway_media(self, config: MediaConfig, *, keys_fresh: bool) -> None:
-        """The SDES config in force on the gateway leg (suite and codec, never keys)."""
+    def observe_gateway_media(self, config: MediaConfig, keys: KeyHistory = _KEYS) -> None:
+        """The SDES config in force on the gateway leg (suite, key freshness, codec).
+
+        The keys themselves are only looked up in ``keys`` (see :class:`KeyHistory`).
+        """
         if self.frozen:
             return
         crypto = config.crypto
         if isinstance(crypto, SdesCrypto):
             self.gateway_suite = crypto.suite
-            self.gateway_keys_fresh = keys_fresh
+            self.gateway_keys_fresh = keys.fresh(self.call_id, crypto.local_key, crypto.remote_key)
         codec = config.codecs[0]
         self.gateway_codec = f"{codec.name}/{codec.clock_rate}"
 

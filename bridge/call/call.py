@@ -169,7 +169,7 @@ class Call:
 
     def _gateway_media(self, config: MediaConfig) -> None:
         self.media.gateway_config_applied(config)
-        self.record.observe_gateway_media(config, keys_fresh=True)
+        self.record.observe_gateway_media(config)
 
     def _gateway_up(self) -> None:
         leg = self.gateway
