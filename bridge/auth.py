@@ -119,6 +119,10 @@ class AuthGuard:
     def __init__(self, config: AuthGuardConfig | None = None) -> None:
         self._config = config or AuthGuardConfig()
         self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self.failures = 0
+        """Failed authentications counted so far (metrics)."""
+        self.blocks = 0
+        """Sources blocked so far (metrics)."""
 
     def __repr__(self) -> str:
         return f"AuthGuard(tracked={len(self._sources)})"
@@ -149,6 +153,7 @@ class AuthGuard:
             True when this failure blocked the source.
         """
         key = source_key(source)
+        self.failures += 1
         state = self._sources.pop(key, None) or _Source()
         self._sources[key] = state  # most recent last
         self._evict()
@@ -162,6 +167,7 @@ class AuthGuard:
             return False
         failures.clear()
         state.blocked_until = now + self._config.block_time
+        self.blocks += 1
         log.warning(
             "authentication from %s blocked for %.0f s after %d failures within %.0f s "
             "(last user %s)",

@@ -58,7 +58,7 @@ from sip_gateway.media.cut_through import (
 )
 from sip_gateway.media.dtmf import DtmfReceiver, DtmfSender
 from sip_gateway.media.errors import MalformedPacketError, MediaError
-from sip_gateway.media.events import AudioReceived, DtmfReceived
+from sip_gateway.media.events import AudioReceived, DtmfReceived, MediaStats
 from sip_gateway.media.events import MediaEvent as GatewayMediaEvent
 from sip_gateway.media.g711 import G711Codec
 from sip_gateway.media.rtp import RtpPacketizer, parse_fields
@@ -72,7 +72,7 @@ from .events import (
     WebRtcConnected,
 )
 from .transcode import OpusDecoder, OpusEncoder, OpusEncoderConfig, TranscodeError
-from .webrtc_leg import DtlsFacts, WebRtcLeg, WebRtcLegConfig, WebRtcLegError
+from .webrtc_leg import DtlsFacts, WebRtcLeg, WebRtcLegConfig, WebRtcLegError, WebRtcLegStats
 
 if TYPE_CHECKING:
     import asyncio
@@ -493,6 +493,13 @@ class CallMedia:
     def stats(self) -> MediaCounters:
         """A copy of the pipeline's counters."""
         return replace(self.counters)
+
+    def leg_stats(self) -> tuple[WebRtcLegStats | None, MediaStats | None]:
+        """Snapshots of the browser leg's SRTP path and the gateway leg's session counters
+        (None for a leg not there yet); read by the metrics."""
+        webrtc = None if self._webrtc is None else self._webrtc.leg.stats()
+        gateway = None if self._gateway is None else self._gateway.stats()
+        return webrtc, gateway
 
     def webrtc_facts(self) -> DtlsFacts | None:
         """What the browser leg's DTLS session negotiated (None before it exists)."""

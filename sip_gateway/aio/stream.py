@@ -25,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 import ssl
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -43,7 +44,13 @@ from .endpoint import (
 )
 from .errors import SipConnectError
 
-__all__ = ["SipTlsConnector", "SipTlsServer", "StreamWire", "handshake_failure_reason"]
+__all__ = [
+    "SipTlsConnector",
+    "SipTlsServer",
+    "StreamWire",
+    "handshake_failure_kind",
+    "handshake_failure_reason",
+]
 
 logger = logging.getLogger("sip_gateway.aio")
 
@@ -61,6 +68,34 @@ _HANDSHAKE_REASONS = {
     "HTTP_REQUEST": "plain HTTP on a TLS port",
     "UNEXPECTED_EOF_WHILE_READING": "peer closed the connection during the handshake",
 }
+
+
+_HANDSHAKE_KINDS = {
+    "UNSUPPORTED_PROTOCOL": "protocol-version",
+    "NO_PROTOCOLS_AVAILABLE": "protocol-version",
+    "NO_SHARED_CIPHER": "no-shared-cipher",
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "no-client-certificate",
+    "CERTIFICATE_VERIFY_FAILED": "certificate-untrusted",
+    "WRONG_VERSION_NUMBER": "not-tls",
+    "HTTP_REQUEST": "not-tls",
+    "UNEXPECTED_EOF_WHILE_READING": "closed-by-peer",
+}
+
+
+def handshake_failure_kind(exc: BaseException) -> str:
+    """A short, bounded name for a failed TLS handshake (a metrics label)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "certificate-untrusted"
+    if isinstance(exc, ssl.SSLError):
+        code = exc.reason or ""
+        if code.startswith("TLSV1_ALERT_") or code.startswith("SSLV3_ALERT_"):
+            return "alert-from-peer"
+        return _HANDSHAKE_KINDS.get(code, "tls-error")
+    if isinstance(exc, TimeoutError | ConnectionAbortedError):
+        return "timeout"
+    if isinstance(exc, ConnectionResetError):
+        return "closed-by-peer"
+    return "other"
 
 
 def handshake_failure_reason(exc: BaseException) -> str:
@@ -324,6 +359,8 @@ class SipTlsServer:
         self._handshaking: set[asyncio.StreamWriter] = set()
         self._sockets: tuple[tuple[str, int], ...] = ()
         self._closing = False
+        self.handshake_refusals: Counter[str] = Counter()
+        """Inbound TLS handshakes that failed, by :func:`handshake_failure_kind` (metrics)."""
 
     @classmethod
     async def start(
@@ -435,6 +472,7 @@ class SipTlsServer:
             )
         except (OSError, TimeoutError) as exc:
             if not self._closing:
+                self.handshake_refusals[handshake_failure_kind(exc)] += 1
                 reason = handshake_failure_reason(exc)
                 logger.warning("TLS handshake with %s refused: %s", peer, reason)
             writer.transport.abort()
