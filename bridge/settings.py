@@ -284,9 +284,20 @@ class WebRtcSettings(_Section):
 
 
 class StoreSettings(_Section):
-    """The database of users (and, later, CDRs)."""
+    """The database of users and call records (CDRs), and how CDR writes are buffered."""
 
     url: str | None = None
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+    max_retries: int = Field(default=5, ge=0, le=100)
+    retry_initial: Seconds = 0.5
+    retry_max: Seconds = 30.0
+    spill_file: Path | None = None  # None: <var_dir>/cdr-spill.jsonl
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> StoreSettings:
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max must not be below retry_initial")
+        return self
 
 
 class UsersSettings(_Section):
