@@ -262,6 +262,7 @@
     const started = cell('started', clockTime(r.started_at));
     started.title = r.started_at || '';
     const duration = cell('duration', durationText(r));
+    duration.title = 'since the call started (talk: since it was answered)';
     tr.append(id, direction, parties, stateCell(call, refusals), started, duration, legsCell(r));
     return tr;
   }
@@ -329,13 +330,14 @@
     }
     if (leg.leg === 'gateway') {
       return [
-        sig.tls_version ? `${sig.tls_version} · ${sig.cipher || 'cipher ?'}` : 'TLS not up',
+        sig.tls_version ? `SIP-TLS · ${sig.tls_version}` : 'TLS not up',
+        sig.tls_version ? sig.cipher || 'cipher not observed' : '',
         media.crypto_suite ? `${media.protocol || 'SRTP'} ${media.crypto_suite}` : 'no SRTP suite',
         yes(sig.peer_certificate_verified, 'cert verified ✓', 'cert NOT verified',
           'cert not checked'),
       ];
     }
-    if (leg.leg === 'pstn') return [leg.status || 'carrier-dependent'];
+    if (leg.leg === 'pstn') return leg.caveat ? ['⚠ caveat: see above'] : [leg.status || ''];
     return [leg.status || ''];
   }
 
@@ -352,7 +354,7 @@
     name.textContent = LEG_NAMES[leg.leg] || leg.leg;
     const word = document.createElement('span');
     word.className = 'lock';
-    word.textContent = `${lock === 'true' ? '🔒 ' : (lock === 'false' ? '⚠ ' : '')}${lockWord(leg)}`;
+    word.textContent = `${lock === 'false' ? '⚠ ' : ''}${lockWord(leg)}`;
     head.append(name, word);
     badge.appendChild(head);
     badgeLines(leg).filter(Boolean).forEach((text) => {
