@@ -35,6 +35,7 @@ from sip_gateway.carrier_sim import (
 from sip_gateway.devcerts import ensure_dev_pki
 from sip_gateway.tls import (
     ClientAuth,
+    TlsClientConfig,
     TlsPolicyError,
     TlsServerConfig,
     server_context,
@@ -50,6 +51,7 @@ from sip_gateway.trunk import (
 from .auth import AuthGuard, AuthGuardConfig, BrowserAuth
 from .call.browser import BrowserProfile
 from .call.orchestrator import Orchestrator, OrchestratorConfig
+from .events import MqttConfig, MqttPublisher
 from .media.pipeline import PipelineConfig
 from .media.transcode import OpusEncoderConfig
 from .media.webrtc_leg import WebRtcLegConfig
@@ -92,6 +94,7 @@ class RunningBridge:
     refresh_task: asyncio.Task[None]
     carrier_sim: CarrierSimulator | None = None
     demo_password: str | None = None
+    publisher: MqttPublisher | None = None
 
     @property
     def sip_port(self) -> int:
@@ -101,6 +104,8 @@ class RunningBridge:
     async def close(self) -> None:
         """Hang up every call, stop accepting, close every connection and wait for them."""
         await self.orchestrator.aclose()
+        if self.publisher is not None:
+            await self.publisher.aclose()  # after the calls' final updates
         await self.http_runner.cleanup()
         await self.gateway.aclose()
         if self.carrier_sim is not None:
@@ -183,6 +188,7 @@ async def start(settings: Settings) -> RunningBridge:
         )
     except TlsPolicyError as exc:
         raise StartupError(str(exc)) from exc
+    publisher = _mqtt_publisher(settings, ca)  # before anything that would need closing
     endpoint_config = SipEndpointConfig(
         max_message_size=settings.sip.max_message_size,
         max_write_buffer=settings.sip.max_connection_buffer,
@@ -217,6 +223,8 @@ async def start(settings: Settings) -> RunningBridge:
         on_status=_log_trunk_status,
     )
     orchestrator = _orchestrator(settings, gateway, auth, users, signaling, loop.time)
+    if publisher is not None:
+        orchestrator.journal.add_sink(publisher)
     gateway.route = orchestrator.route_inbound
     gateway.on_refusal = orchestrator.inbound_refused
     signaling.orchestrator = orchestrator
@@ -248,6 +256,8 @@ async def start(settings: Settings) -> RunningBridge:
         ) from exc
     simulator = await _start_carrier_sim(settings, cert, key, ca)
     gateway.start()
+    if publisher is not None:
+        publisher.start()
     return RunningBridge(
         sip_server,
         gateway,
@@ -260,6 +270,7 @@ async def start(settings: Settings) -> RunningBridge:
         refresh,
         simulator,
         demo_password,
+        publisher=publisher,
     )
 
 
@@ -423,6 +434,32 @@ def _trunk_config(trunk: TrunkSettings, dev_ca: Path | None) -> TrunkConfig:
         caller_id=CallerIdRules(**trunk.caller_id.model_dump()),
         options_interval=trunk.options_interval or None,
     )
+
+
+def _mqtt_publisher(settings: Settings, dev_ca: Path | None) -> MqttPublisher | None:
+    """The MQTT publisher of ``[events]`` (None without a broker); trusts the development CA
+    when the broker has no ``ca_file`` and the bridge generated its certificates.
+
+    Raises:
+        StartupError: an option or a TLS file is unusable (the message names it).
+    """
+    events = settings.events
+    if events.broker_host is None:
+        return None
+    generated = settings.tls.cert_file is None
+    try:
+        tls = TlsClientConfig(
+            ca_file=events.ca_file or (dev_ca if generated else None),
+            server_hostname=events.broker_host,
+            certificate_chain=events.client_cert_file,
+            private_key=events.client_key_file,
+        )
+        fields = events.model_dump(exclude={"ca_file", "client_cert_file", "client_key_file"})
+        password = events.password.get_secret_value() if events.password else None
+        config = MqttConfig(**fields | {"password": password, "tls": tls})
+        return MqttPublisher(config, node_id=settings.node.id)
+    except (TlsPolicyError, ValueError) as exc:
+        raise StartupError(f"option events: {exc}") from None
 
 
 def _log_trunk_status(event: TrunkStatusChanged) -> None:

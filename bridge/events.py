@@ -258,6 +258,7 @@ class MqttPublisher:
         self.node_id = node_id
         self._clock = clock
         self._tls: ssl.SSLContext = client_context(config.tls)
+        self._tls.sslsocket_class = _HandshakeClosingSocket
         self._queue = UpdateQueue(config.queue_size)
         self._backoff = Backoff(config.reconnect_min, config.reconnect_max, rand)
         self._wakeup = asyncio.Event()
@@ -310,15 +311,12 @@ class MqttPublisher:
         self._wakeup.set()
         if not self._connected:
             task.cancel()
-        try:
-            async with asyncio.timeout(self.config.close_timeout):
-                await asyncio.shield(task)
-        except TimeoutError:
+        _done, pending = await asyncio.wait({task}, timeout=self.config.close_timeout)
+        if pending:
             log.warning("MQTT publisher: no clean disconnect from %s in time", self.broker)
-        finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
         if len(self._queue):
             log.warning("MQTT publisher closed with %d updates unpublished", len(self._queue))
 
@@ -444,6 +442,22 @@ class MqttPublisher:
         self._logged_error = self._last_error
 
 
+class _HandshakeClosingSocket(ssl.SSLSocket):
+    """An SSLSocket that closes itself when its handshake fails.
+
+    paho-mqtt wraps the TCP socket and calls ``do_handshake()`` without closing the socket
+    when that raises (a broker certificate that does not verify), so every refused attempt
+    would leak a file descriptor until garbage collection.
+    """
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 def _worth_logging(count: int) -> bool:
     """Log the 1st, 10th, 100th and every 1000th drop: a flood of drops is one line a while."""
     return count in (1, 10, 100) or count % 1000 == 0
@@ -459,6 +473,8 @@ def _describe_error(exc: aiomqtt.MqttError, config: MqttConfig) -> str:
     """A one-line reason for a broker failure, without secrets (the client never has any
     in its messages); certificate problems name the CA file they were checked against."""
     text = str(exc) or type(exc).__name__
+    if exc.__cause__ is not None:  # "Disconnected during message iteration": say why
+        text = f"{text}: {exc.__cause__}"
     if "CERTIFICATE_VERIFY_FAILED" in text:
         anchor = config.tls.ca_file or "the system trust store"
         reason = text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip()

@@ -120,7 +120,10 @@ async def bridge(tmp_path: Path, pki: Any) -> AsyncIterator[Callable[..., Awaita
     sockets_before = _socket_count()
     tasks_before = asyncio.all_tasks()
 
-    async def factory(*, sip: dict[str, Any] | None = None, **sim: Any) -> Harness:
+    async def factory(
+        *, sip: dict[str, Any] | None = None, sections: dict[str, Any] | None = None, **sim: Any
+    ) -> Harness:
+        """``sections``: more settings sections (``{"events": {...}}``)."""
         sim_port = free_port()
         settings = Settings.model_validate(
             {
@@ -150,6 +153,7 @@ async def bridge(tmp_path: Path, pki: Any) -> AsyncIterator[Callable[..., Awaita
                 }
                 | sim,
             }
+            | (sections or {})
         )
         await add_users(settings, [(USER, PASSWORD, (DID,))])
         running = await start(settings)
