@@ -22,6 +22,10 @@ PostgreSQL's data directory, broker state, logs), except the files that are the 
 own home (private key files, ``digest.secret``, ``ops-token``, the users database, which
 holds HA1s by design).
 
+A third-party peer's working directory (SIPp's message log and scenarios, baresip's
+log: they print their own keys and digest exchanges by design) is not the bridge's
+output: its fixture marks it with :func:`mark_peer_dir` and the scan skips it.
+
 Matching is by token: captures are split into runs of base64/hex/URL-safe characters and
 each run (and each window of a secret's length inside a longer run) is looked up in a set;
 secrets that are not token-shaped are searched for directly. Secrets shorter than
@@ -48,6 +52,15 @@ _PEM_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\s+(.+?)-----END [A-Z ]*PRIVATE KEY-----", re.S
 )
 _SECRET_HOMES = ("digest.secret", "ops-token", "bridge.db", "bridge.db-journal", "bridge.db-wal")
+
+
+PEER_MARKER = ".third-party-peer"
+
+
+def mark_peer_dir(path: Path) -> Path:
+    """Mark ``path`` as a third-party peer's own working directory (not scanned)."""
+    (path / PEER_MARKER).write_text("written by a peer, not by the bridge\n")
+    return path
 
 
 @dataclass(slots=True)
@@ -179,7 +192,10 @@ def scan_files(secrets: Secrets, root: Path, skip: set[Path]) -> list[Finding]:
 
 
 def _files(root: Path) -> Iterator[Path]:
-    for directory, _dirs, names in os.walk(root):
+    for directory, dirs, names in os.walk(root):
+        if PEER_MARKER in names:
+            dirs.clear()
+            continue
         for name in names:
             path = Path(directory, name)
             if path.is_file() and not path.is_symlink():

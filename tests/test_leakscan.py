@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from sip_gateway.sdp.crypto import CryptoAttribute
-from tests.leakscan import CaptureLog, Secrets, find, register_files, scan_files
+from tests.leakscan import (
+    CaptureLog,
+    Secrets,
+    find,
+    mark_peer_dir,
+    register_files,
+    scan_files,
+)
 
 
 @pytest.fixture
@@ -85,3 +92,14 @@ def test_short_secrets_are_counted_not_searched() -> None:
     seen.add_text("digest password", "abc")
     assert seen.count() == {}
     assert seen.too_short == 1
+
+
+def test_a_third_party_peers_directory_is_skipped(outside: Path) -> None:
+    seen = Secrets()
+    seen.add_text("digest response", "ab" * 16)
+    (outside / "sipp-uas-1").mkdir()
+    peer = mark_peer_dir(outside / "sipp-uas-1")
+    (peer / "messages.log").write_text("Authorization: Digest response=" + "ab" * 16 + "\n")
+    (outside / "bridge.log").write_text("Authorization: Digest response=" + "ab" * 16 + "\n")
+    found = [Path(f.where).name for f in scan_files(seen, outside, set())]
+    assert found == ["bridge.log"]

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.leakscan import mark_peer_dir
 from tests.pki import Pki, make_pki
 
 from .peer_baresip import Baresip, account_line, start_baresip
@@ -61,7 +62,7 @@ def pki(tmp_path: Path) -> Pki:
 def _workdir(tmp_path: Path, counter: itertools.count[int], kind: str) -> Path:
     path = tmp_path / f"{kind}-{next(counter)}"
     path.mkdir(parents=True)
-    return path
+    return mark_peer_dir(path)
 
 
 @pytest.fixture
@@ -297,6 +298,7 @@ async def baresip(
     ) -> Baresip:
         directory = tmp_path / f"baresip-{name}"
         directory.mkdir(parents=True)
+        mark_peer_dir(directory)
         users = (user, *more_users)
         lines = accounts or [
             account_line(u, answermode=answermode, mediaenc=mediaenc, params=account_params)
