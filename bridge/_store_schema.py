@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -58,6 +59,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 __all__ = [
     "CALLS",
@@ -67,8 +69,11 @@ __all__ = [
     "REFUSALS",
     "VERSION",
     "Migration",
+    "Upserts",
     "latest_version",
     "migrate",
+    "sqlite_begin",
+    "sqlite_connect",
     "stored_version",
 ]
 
@@ -223,3 +228,45 @@ def migrate(conn: Connection, current: int) -> list[int]:
         )
         applied.append(step.version)
     return applied
+
+
+class Upserts:
+    """The dialect's upserts: rows replaced only by a later ``seq``, events written once."""
+
+    def __init__(self, dialect: str) -> None:
+        self.calls = self._upsert(dialect, CALLS, ("call_id",), "last_seq")
+        self.legs = self._upsert(dialect, LEGS, ("call_id", "leg"), "seq")
+        self.events = self._insert(dialect, EVENTS).on_conflict_do_nothing(
+            index_elements=["call_id", "seq"]
+        )
+        self.refusals = self._insert(dialect, REFUSALS).on_conflict_do_nothing(
+            index_elements=["call_id", "idx"]
+        )
+
+    @staticmethod
+    def _insert(dialect: str, table: Table) -> Any:
+        return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+    def _upsert(self, dialect: str, table: Table, keys: tuple[str, ...], guard: str) -> Any:
+        statement = self._insert(dialect, table)
+        excluded = statement.excluded
+        return statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={
+                column.name: excluded[column.name] for column in table.c if column.name not in keys
+            },
+            where=table.c[guard] < excluded[guard],
+        )
+
+
+def sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Foreign keys on; the driver's own BEGIN off (see :func:`sqlite_begin`)."""
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def sqlite_begin(conn: Any) -> None:
+    """Begin every transaction ourselves, so that DDL (migrations) is transactional too."""
+    conn.exec_driver_sql("BEGIN")

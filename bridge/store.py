@@ -44,15 +44,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Table, event, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ._cdr_rows import batch_rows, stored_form, stored_line
 from ._cdr_spill import SpillFile
-from ._store_schema import CALLS, EVENTS, LEGS, REFUSALS, latest_version, migrate, stored_version
+from ._store_schema import (
+    CALLS,
+    EVENTS,
+    LEGS,
+    REFUSALS,
+    Upserts,
+    latest_version,
+    migrate,
+    sqlite_begin,
+    sqlite_connect,
+    stored_version,
+)
 from .call.journal import CallUpdate
 
 __all__ = [
@@ -145,7 +155,7 @@ class CallStore:
         self._engine = engine
         self._config = config
         self._clock = clock
-        self._statements = _Statements(engine.dialect.name)
+        self._statements = Upserts(engine.dialect.name)
         self._queue: asyncio.Queue[CallUpdate] = asyncio.Queue(config.queue_size)
         self._spill_file = SpillFile(config.spill_file)
         self._spill_pending = self._spill_file.size() > 0
@@ -191,8 +201,8 @@ class CallStore:
                 f"the CDR store supports SQLite and PostgreSQL, not {engine.dialect.name}"
             )
         if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_connect)
-            event.listen(engine.sync_engine, "begin", _sqlite_begin)
+            event.listen(engine.sync_engine, "connect", sqlite_connect)
+            event.listen(engine.sync_engine, "begin", sqlite_begin)
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         store = cls(engine, config)
@@ -554,48 +564,6 @@ class CallStore:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
             raise CallStoreUnavailableError(f"CDR database: {_describe(exc)}") from None
-
-
-class _Statements:
-    """The dialect's upserts: rows replaced only by a later ``seq``, events written once."""
-
-    def __init__(self, dialect: str) -> None:
-        self.calls = self._upsert(dialect, CALLS, ("call_id",), "last_seq")
-        self.legs = self._upsert(dialect, LEGS, ("call_id", "leg"), "seq")
-        self.events = self._insert(dialect, EVENTS).on_conflict_do_nothing(
-            index_elements=["call_id", "seq"]
-        )
-        self.refusals = self._insert(dialect, REFUSALS).on_conflict_do_nothing(
-            index_elements=["call_id", "idx"]
-        )
-
-    @staticmethod
-    def _insert(dialect: str, table: Table) -> Any:
-        return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-
-    def _upsert(self, dialect: str, table: Table, keys: tuple[str, ...], guard: str) -> Any:
-        statement = self._insert(dialect, table)
-        excluded = statement.excluded
-        return statement.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={
-                column.name: excluded[column.name] for column in table.c if column.name not in keys
-            },
-            where=table.c[guard] < excluded[guard],
-        )
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    """Foreign keys on; the driver's own BEGIN off (see :func:`_sqlite_begin`)."""
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _sqlite_begin(conn: Any) -> None:
-    """Begin every transaction ourselves, so that DDL (migrations) is transactional too."""
-    conn.exec_driver_sql("BEGIN")
 
 
 def _utc(value: datetime) -> datetime:

@@ -3,6 +3,9 @@
 ``tls_pki`` (session scope): a throwaway PKI from ``tests/pki.py``; see that module for the
 certificate names. Suites that need their own copy use ``from tests.pki import make_pki``.
 
+``postgres_server`` (session scope): a real PostgreSQL cluster on loopback from
+``tests/postgres.py`` (``await postgres_server.new_database()`` gives a test its own URL).
+
 ``leak_scan`` (session scope, automatic): the suite-wide secret scan of ``tests/leakscan.py``;
 the session fails if any SDES key, digest password, HA1, digest response, private key,
 nonce secret or ops token used in the run is found in the logs, the call updates (what the
@@ -22,8 +25,9 @@ import pytest
 
 from tests.leakscan import CaptureLog, Secrets, dump_json_lines, register_files, scan_files, wrap
 from tests.pki import tls_pki
+from tests.postgres import postgres_server
 
-__all__ = ["leak_scan", "tls_pki"]
+__all__ = ["leak_scan", "postgres_server", "tls_pki"]
 
 _RESULT: list[str] = []
 _DIGEST_MODULES = (

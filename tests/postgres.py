@@ -7,7 +7,8 @@ as root, so under uid 0 the cluster belongs to Debian's ``postgres`` user and ev
 server command runs through ``runuser -u postgres --``; otherwise it runs as the current
 user. :meth:`PostgresServer.stop` and :meth:`PostgresServer.start` let a test take the
 database away and bring it back (same port, same data). :meth:`PostgresServer.new_database`
-gives each test its own empty database.
+gives each test its own empty database. The ``postgres_server`` fixture (session scope,
+imported by ``tests/conftest.py``) starts one cluster for the run and deletes it at the end.
 
 A machine without PostgreSQL makes the fixture fail (:class:`PostgresUnavailableError`),
 never skip: the store's tests are meant to run on it.
@@ -20,13 +21,15 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.interop.peers import free_port
 
-__all__ = ["PG_BIN", "PostgresServer", "PostgresUnavailableError"]
+__all__ = ["PG_BIN", "PostgresServer", "PostgresUnavailableError", "postgres_server"]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 """Debian's PostgreSQL 15 server binaries (package ``postgresql-15``)."""
@@ -141,3 +144,14 @@ class PostgresServer:
                 f"{result.stderr.strip()} {result.stdout.strip()} {log[-2000:]}"
             )
         return result
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One running PostgreSQL cluster for the session; fails (never skips) without one."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
