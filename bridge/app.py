@@ -55,6 +55,9 @@ from .events import MqttConfig, MqttPublisher
 from .media.pipeline import PipelineConfig
 from .media.transcode import OpusEncoderConfig
 from .media.webrtc_leg import WebRtcLegConfig
+from .ops.access import load_token
+from .ops.api import OpsApi, OpsApiConfig
+from .ops.records import OpsSources
 from .registrar import Registrar
 from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig
 from .settings import CarrierSimSettings, Settings, TrunkSettings
@@ -95,6 +98,8 @@ class RunningBridge:
     carrier_sim: CarrierSimulator | None = None
     demo_password: str | None = None
     publisher: MqttPublisher | None = None
+    ops: OpsApi | None = None
+    ops_token_file: Path | None = None
 
     @property
     def sip_port(self) -> int:
@@ -152,6 +157,8 @@ def _print_welcome(settings: Settings, running: RunningBridge) -> None:
             f"(owns {settings.users.demo_did}; shown once, change it with "
             f"`pstn-bridge user passwd {settings.users.demo_user}`)"
         )
+    if running.ops_token_file is not None:
+        lines.append(f"ops API token (bearer): in {running.ops_token_file}")
     print("\n".join(lines), flush=True)  # the console, never the log: it holds a password
 
 
@@ -223,6 +230,7 @@ async def start(settings: Settings) -> RunningBridge:
         on_status=_log_trunk_status,
     )
     orchestrator = _orchestrator(settings, gateway, auth, users, signaling, loop.time)
+    ops, ops_token_file = _ops_api(settings, OpsSources(orchestrator, gateway, broker=publisher))
     if publisher is not None:
         orchestrator.journal.add_sink(publisher)
     gateway.route = orchestrator.route_inbound
@@ -247,7 +255,8 @@ async def start(settings: Settings) -> RunningBridge:
             websocket_path=http.websocket_path,
         )
         websocket = SipWebSocketService(signaling.handle, config=endpoint_config)
-        runner, https_port = await start_https(site, https_ctx, websocket)
+        ops.sources.sip_server = sip_server
+        runner, https_port = await start_https(site, https_ctx, websocket, mounts=(ops.mount,))
     except OSError as exc:
         await gateway.aclose()
         raise StartupError(
@@ -271,7 +280,40 @@ async def start(settings: Settings) -> RunningBridge:
         simulator,
         demo_password,
         publisher=publisher,
+        ops=ops,
+        ops_token_file=ops_token_file,
     )
+
+
+def _ops_api(settings: Settings, sources: OpsSources) -> tuple[OpsApi, Path | None]:
+    """The ops API on the journal; its token from ``[ops] api_token`` or the token file
+    (returned: its path is shown at start-up, the token never).
+
+    Raises:
+        StartupError: the token file cannot be read or created.
+    """
+    ops = settings.ops
+    token_file = None
+    if ops.api_token is not None:
+        token = ops.api_token.get_secret_value()
+    else:
+        try:
+            token, token_file = load_token(settings.node.var_dir)
+        except OSError as exc:
+            raise StartupError(f"ops API token: {exc}") from exc
+        log.info("ops API bearer token in %s", token_file)
+    api = OpsApi(
+        OpsApiConfig(
+            token=token,
+            requests_per_second=ops.requests_per_second,
+            burst=ops.burst,
+            max_stream_clients=ops.max_stream_clients,
+            stream_queue=ops.stream_queue,
+        ),
+        sources,
+    )
+    api.attach(sources.orchestrator.journal)
+    return api, token_file
 
 
 USERS_REFRESH = 5.0

@@ -9,6 +9,11 @@ name, DID or password is not acceptable) with a one-line message, 2 when the
 configuration or the database is unusable (the message names the option or the problem).
 Passwords are read from stdin (``--password-stdin``) or a terminal prompt, or generated
 and printed once; they are never written anywhere else.
+
+``calls`` and ``call ID`` read the running bridge's ops API over HTTPS
+(:mod:`bridge.ops.client`): 0 on success, 1 for an unknown call, 2 for a configuration
+problem (no token, unusable CA file), 3 when the bridge cannot be reached, 4 when it
+refuses the token (401) or the rate (429).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +33,7 @@ from pydantic import ValidationError
 from bridge.settings import CarrierSimSettings, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
+    from bridge.ops.client import OpsClientConfig
     from bridge.users import UserInfo, UserStore
 
 __all__ = ["main"]
@@ -49,7 +57,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_carrier_sim(sub)
     _add_user(sub)
+    _add_calls(sub)
     return parser
+
+
+def _add_calls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    calls = sub.add_parser(
+        "calls",
+        help="list calls (newest first) from the running bridge's ops API",
+        description="One line per call: parties, state or end reason, duration and a lock "
+        "column per leg (locked / OPEN / unknown, as observed), with the PSTN caveat.",
+    )
+    calls.add_argument("--active", action="store_true", help="only calls going on now")
+    calls.add_argument("--limit", type=int, default=None, help="at most this many (1-1000)")
+    one = sub.add_parser("call", help="show one call's security record")
+    one.add_argument("call_id", metavar="ID", help="the call id (c-...)")
+    for command in (calls, one):
+        command.add_argument("--json", action="store_true", help="print the API's JSON")
+        command.add_argument(
+            "--url",
+            help="the bridge (default: https://<http.listen_host>:"
+            "<http.listen_port> of the configuration)",
+        )
+        command.add_argument(
+            "--token-file",
+            type=Path,
+            help="file holding the bearer token (default: [ops] api_token, "
+            "PSTN_BRIDGE_OPS__API_TOKEN, or <var_dir>/ops-token)",
+        )
+        command.add_argument(
+            "--ca-file",
+            type=Path,
+            help="CA of the bridge's certificate (default: the "
+            "configured tls.ca_file, or the generated development CA)",
+        )
+        command.add_argument("--config", type=Path, default=None, help="TOML configuration file")
 
 
 def _add_user(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -135,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _carrier_sim(args)
     if args.command == "user":
         return _user(args)
+    if args.command in ("calls", "call"):
+        return _calls(args)
     return 1  # pragma: no cover - argparse requires a known command
 
 
@@ -221,6 +265,70 @@ def _host_port(text: str, option: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise SettingsError(f"option {option}: expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _calls(args: argparse.Namespace) -> int:
+    from bridge.ops.client import OpsClientError, fetch_json, render_call, render_calls
+
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        print(f"pstn-bridge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        config = _ops_client_config(settings, args)
+        if args.command == "calls":
+            query = {"active": "true"} if args.active else {}
+            if args.limit is not None:
+                query["limit"] = str(args.limit)
+            body = fetch_json(config, "/api/calls" + _query(query))
+            text = render_calls(body["calls"]) if not args.json else None
+        else:
+            body = fetch_json(config, "/api/calls/" + urllib.parse.quote(args.call_id, safe=""))
+            text = render_call(body) if not args.json else None
+    except OpsClientError as exc:
+        print(f"pstn-bridge: {exc}", file=sys.stderr)
+        return exc.exit_status
+    print(json.dumps(body, indent=2) if text is None else text)
+    return 0
+
+
+def _query(params: dict[str, str]) -> str:
+    return "?" + urllib.parse.urlencode(params) if params else ""
+
+
+def _ops_client_config(settings: Settings, args: argparse.Namespace) -> OpsClientConfig:
+    """Where the API is, its token and CA: the options, else the configuration.
+
+    Raises:
+        OpsClientError: no token could be found.
+    """
+    from bridge.ops.access import TOKEN_FILE
+    from bridge.ops.client import OpsClientConfig, OpsClientError
+
+    http = settings.http
+    wildcard = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104 - mapped to loopback
+    host = wildcard.get(http.listen_host, http.listen_host)
+    url = args.url or f"https://{f'[{host}]' if ':' in host else host}:{http.listen_port}"
+    token_file = args.token_file
+    token = None
+    if token_file is None and settings.ops.api_token is not None:
+        token = settings.ops.api_token.get_secret_value()
+    token_file = token_file or settings.node.var_dir / TOKEN_FILE
+    if token is None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise OpsClientError(
+                f"no ops API token: cannot read {token_file} ({exc.strerror or exc}); "
+                "pass --token-file or set PSTN_BRIDGE_OPS__API_TOKEN",
+                EXIT_CONFIG,
+            ) from None
+    ca_file = args.ca_file or settings.tls.ca_file
+    dev_ca = settings.node.var_dir / "tls" / "ca.crt"
+    if ca_file is None and settings.tls.cert_file is None and dev_ca.exists():
+        ca_file = dev_ca
+    return OpsClientConfig(url=url, token=token, ca_file=ca_file)
 
 
 class _RefusedError(Exception):

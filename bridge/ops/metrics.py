@@ -1,0 +1,319 @@
+"""Prometheus metrics of the bridge (``/metrics``, behind the ops API's bearer token).
+
+Theory of operation: :class:`BridgeMetrics` owns its own
+:class:`~prometheus_client.CollectorRegistry` (never the process-global one, so two
+bridges in one process, as in the tests, do not collide) and is its only collector. Two
+kinds of figures:
+
+* Counted from the call journal (it is a :class:`~bridge.call.journal.CallSink`): calls by
+  end reason and legs by protocol, suite, TLS version and ``encrypted`` (both at a call's
+  final update, from its frozen record), policy refusals by reason (``refused`` updates).
+  At the final update the call is still in the orchestrator, so its media counters
+  (SRTP authentication failures and replays, late/lost/duplicate frames) are added to the
+  totals then; the call is remembered as counted until it leaves the orchestrator.
+* Read at scrape time: active calls, the media counters of the calls still going (added to
+  the totals, so counters never go back), refused attempts by the orchestrator's reason
+  (also those that never became a call: unknown number, no browser), authentication
+  failures and blocks, refused TLS handshakes on the SIP listener, trunk status, the store's
+  and the broker's queue depth and drops, the live stream's clients and drops, and the API's
+  own 401s and 429s.
+
+Labels only take values from bounded sets (reasons, suite and version names the TLS and
+SRTP policies allow, trunk names); nothing secret is ever a label.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from sip_gateway.trunk import TrunkStatus
+
+if TYPE_CHECKING:
+    from ..call.call import Call
+    from ..call.journal import CallUpdate
+    from .records import OpsSources
+    from .stream import CallStream
+
+__all__ = ["CONTENT_TYPE", "ApiCounters", "BridgeMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The exposition format's content type."""
+_P = "pstn_bridge_"
+_SRTP_REASONS = ("auth_failed", "replayed", "malformed")
+_MAX_LABEL = 64
+LegKey = tuple[str, str, str, str, str]
+
+
+@dataclass(slots=True)
+class ApiCounters:
+    """The ops API's own refusals."""
+
+    unauthorized: int = 0
+    rate_limited: int = 0
+
+
+def _label(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)[:_MAX_LABEL]
+
+
+def leg_keys(record: Mapping[str, Any]) -> list[LegKey]:
+    """(leg, protocol, suite, tls_version, encrypted) of each leg of a record."""
+    keys = []
+    for leg in record.get("legs") or ():
+        media = leg.get("media") or {}
+        signaling = leg.get("signaling") or {}
+        name = leg.get("leg")
+        suite = media.get("srtp_profile") if name == "webrtc" else media.get("crypto_suite")
+        protocol = media.get("protocol") or ("PSTN" if name == "pstn" else None)
+        keys.append(
+            (
+                _label(name),
+                _label(protocol),
+                _label(suite),
+                _label(signaling.get("tls_version")),
+                _label(leg.get("encrypted")),
+            )
+        )
+    return keys
+
+
+def media_counts(call: Call) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]:
+    """A call's media frame counters by (leg, kind) and SRTP drops by (leg, reason)."""
+    frames: Counter[tuple[str, str]] = Counter()
+    srtp: Counter[tuple[str, str]] = Counter()
+    pipeline = call.media.stats()
+    frames["webrtc", "late"] += pipeline.browser_late
+    frames["webrtc", "duplicate"] += pipeline.browser_duplicates
+    frames["gateway", "gap"] += pipeline.gateway_gaps
+    webrtc, gateway = call.media.leg_stats()
+    if webrtc is not None:
+        srtp["webrtc", "unprotect_failed"] += webrtc.unprotect_failures
+        srtp["webrtc", "malformed"] += webrtc.malformed_in
+    if gateway is not None:
+        frames["gateway", "lost"] += gateway.lost
+        frames["gateway", "late"] += gateway.late
+        for reason in _SRTP_REASONS:
+            srtp["gateway", reason] += gateway.dropped.get(reason, 0)
+    return frames, srtp
+
+
+class BridgeMetrics:
+    """The bridge's Prometheus metrics (see the module docstring).
+
+    Args:
+        sources: the run-time objects read at scrape time.
+        stream: the live stream (its clients and drops), if any.
+        api: the API's refusal counters, if any.
+    """
+
+    def __init__(
+        self,
+        sources: OpsSources,
+        *,
+        stream: CallStream | None = None,
+        api: ApiCounters | None = None,
+    ) -> None:
+        self.sources = sources
+        self.stream = stream
+        self.api = api
+        self.registry = CollectorRegistry()
+        self.ended: Counter[str] = Counter()
+        self.legs: Counter[LegKey] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self._frames: Counter[tuple[str, str]] = Counter()
+        self._srtp: Counter[tuple[str, str]] = Counter()
+        self._counted: set[str] = set()
+        self.registry.register(self)
+
+    def call_update(self, update: CallUpdate) -> None:
+        """Count refusals, and a final update's end reason, legs and media counters."""
+        if update.event == "refused":
+            self.refusals[_label(update.detail.get("reason"))] += 1
+        if not update.final:
+            return
+        record = update.record
+        self.ended[_label(record.get("end_reason"))] += 1
+        self.legs.update(leg_keys(record))
+        call = self.sources.orchestrator.calls.get(update.call_id)
+        if call is not None and update.call_id not in self._counted:
+            frames, srtp = media_counts(call)
+            self._frames.update(frames)
+            self._srtp.update(srtp)
+            self._counted.add(update.call_id)
+
+    def exposition(self) -> bytes:
+        """The metrics in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    # -- the collector -------------------------------------------------------------------
+
+    def collect(self) -> Iterable[Metric]:
+        """Every metric family, read now."""
+        yield from self._calls()
+        yield from self._media()
+        yield from self._refusal_metrics()
+        yield from self._trunks()
+        yield from self._queues()
+
+    def _calls(self) -> Iterator[Metric]:
+        orchestrator = self.sources.orchestrator
+        yield GaugeMetricFamily(_P + "active_calls", "Calls going on now", orchestrator.active)
+        ended = CounterMetricFamily(
+            _P + "calls_ended",
+            "Calls (and refused attempts) ended, by end reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.ended.items()):
+            ended.add_metric([reason], count)
+        yield ended
+        legs = CounterMetricFamily(
+            _P + "call_legs",
+            "Legs of ended calls by protocol, SRTP suite, signaling TLS version, encrypted",
+            labels=["leg", "protocol", "suite", "tls_version", "encrypted"],
+        )
+        for key, count in sorted(self.legs.items()):
+            legs.add_metric(list(key), count)
+        yield legs
+
+    def _media(self) -> Iterator[Metric]:
+        frames, srtp = Counter(self._frames), Counter(self._srtp)
+        calls = self.sources.orchestrator.calls
+        self._counted &= set(calls)  # calls that left the orchestrator are counted for good
+        for call_id, call in list(calls.items()):
+            if call_id not in self._counted:
+                live_frames, live_srtp = media_counts(call)
+                frames.update(live_frames)
+                srtp.update(live_srtp)
+        srtp_family = CounterMetricFamily(
+            _P + "srtp_dropped_packets",
+            "SRTP/SRTCP packets dropped: authentication failed, replayed, malformed",
+            labels=["leg", "reason"],
+        )
+        for key in sorted(set(srtp) | {("gateway", r) for r in _SRTP_REASONS}):
+            srtp_family.add_metric(list(key), srtp[key])
+        yield srtp_family
+        frame_family = CounterMetricFamily(
+            _P + "media_frames",
+            "Media frames not passed on in time: late, lost, duplicate, timestamp gaps",
+            labels=["leg", "kind"],
+        )
+        for key, count in sorted(frames.items()):
+            frame_family.add_metric(list(key), count)
+        yield frame_family
+
+    def _refusal_metrics(self) -> Iterator[Metric]:
+        policy = CounterMetricFamily(
+            _P + "policy_refusals",
+            "Policy refusals recorded on calls, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.refusals.items()):
+            policy.add_metric([reason], count)
+        yield policy
+        orchestrator = self.sources.orchestrator
+        refused = CounterMetricFamily(
+            _P + "attempts_refused",
+            "Call attempts refused by the bridge (also those without a record), by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(orchestrator.refused.items()):
+            refused.add_metric([_label(reason)], count)
+        yield refused
+        guard = orchestrator.auth.guard
+        yield CounterMetricFamily(
+            _P + "auth_failures", "Failed digest authentications of browsers", guard.failures
+        )
+        yield CounterMetricFamily(
+            _P + "auth_blocks", "Source addresses blocked after failures", guard.blocks
+        )
+        handshakes = CounterMetricFamily(
+            _P + "tls_handshake_refusals",
+            "Inbound TLS handshakes refused on the SIP listener, by kind",
+            labels=["listener", "kind"],
+        )
+        server = self.sources.sip_server
+        if server is not None:
+            for kind, count in sorted(server.handshake_refusals.items()):
+                handshakes.add_metric(["sip", kind], count)
+        yield handshakes
+        if self.api is not None:
+            yield CounterMetricFamily(
+                _P + "ops_api_unauthorized", "Ops API requests refused 401", self.api.unauthorized
+            )
+            yield CounterMetricFamily(
+                _P + "ops_api_rate_limited", "Ops API requests refused 429", self.api.rate_limited
+            )
+
+    def _trunks(self) -> Iterator[Metric]:
+        status = GaugeMetricFamily(
+            _P + "trunk_status",
+            "1 for each trunk's current status (OPTIONS keep-alive), 0 for the others",
+            labels=["trunk", "status"],
+        )
+        up = GaugeMetricFamily(_P + "trunk_up", "1 when the trunk is up", labels=["trunk"])
+        for name, trunk in sorted(self.sources.gateway.trunks.items()):
+            current = trunk.status
+            for state in TrunkStatus:
+                status.add_metric([name, str(state)], 1.0 if state is current else 0.0)
+            up.add_metric([name], 1.0 if current is TrunkStatus.UP else 0.0)
+        yield status
+        yield up
+
+    def _queues(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            _P + "event_queue_depth", "Call updates waiting, by sink", labels=["sink"]
+        )
+        capacity = GaugeMetricFamily(
+            _P + "event_queue_capacity", "Bound of each sink's queue", labels=["sink"]
+        )
+        drops = CounterMetricFamily(
+            _P + "event_drops", "Call updates dropped by a full queue, by sink", labels=["sink"]
+        )
+        store, broker = self.sources.store, self.sources.broker
+        if store is not None:
+            health = store.health()
+            depth.add_metric(["store"], health.queue_depth)
+            capacity.add_metric(["store"], health.queue_capacity)
+            drops.add_metric(["store"], health.dropped)
+            yield CounterMetricFamily(
+                _P + "store_spilled", "Records written to the spill file", health.spilled
+            )
+            store_state = GaugeMetricFamily(
+                _P + "store_state", "1 for the store's current state", labels=["state"]
+            )
+            for state in ("ok", "degraded", "down"):
+                store_state.add_metric([state], 1.0 if health.state == state else 0.0)
+            yield store_state
+        if broker is not None:
+            health_b = broker.health()
+            depth.add_metric(["mqtt"], health_b.queue_depth)
+            capacity.add_metric(["mqtt"], health_b.queue_capacity)
+            drops.add_metric(["mqtt"], health_b.dropped)
+            yield GaugeMetricFamily(
+                _P + "mqtt_connected", "1 when the broker connection is up", health_b.connected
+            )
+            yield CounterMetricFamily(
+                _P + "mqtt_published", "Messages the broker acknowledged", health_b.published
+            )
+        if self.stream is not None:
+            yield CounterMetricFamily(
+                _P + "ops_stream_dropped_clients",
+                "Clients of /api/stream disconnected for falling behind",
+                self.stream.dropped_clients,
+            )
+            yield GaugeMetricFamily(
+                _P + "ops_stream_clients", "Clients of /api/stream", self.stream.clients
+            )
+        yield depth
+        yield capacity
+        yield drops
