@@ -30,7 +30,10 @@ leave stale, non-final records retained on the broker for good.
 
 :meth:`MqttPublisher.aclose` publishes what is queued while a connection is up, then the
 retained ``offline`` status, and disconnects, all within ``close_timeout``; without a
-connection it gives up at once (the broker already published the will).
+connection it gives up at once (the broker already published the will). If the broker
+stalls (no PUBACK in time) it gives up too, but queues ``offline`` at QoS 0 ahead of the
+DISCONNECT: a clean DISCONNECT cancels the will, and the broker would otherwise keep
+``online`` retained for a bridge that is gone.
 
 Nothing secret is published or logged: the payloads are the journal's updates and record
 snapshots (which hold no key material), the password is only handed to the MQTT client, and
@@ -302,7 +305,8 @@ class MqttPublisher:
     async def aclose(self) -> None:
         """Flush what the connection allows, publish ``offline`` (retained), disconnect.
 
-        Bounded by ``close_timeout``; without a connection the task is cancelled at once.
+        Bounded by ``close_timeout`` (plus at most 1.5 s to cancel a stalled disconnect);
+        without a connection the task is cancelled at once.
         """
         task, self._task = self._task, None
         if task is None:
@@ -314,9 +318,14 @@ class MqttPublisher:
         _done, pending = await asyncio.wait({task}, timeout=self.config.close_timeout)
         if pending:
             log.warning("MQTT publisher: no clean disconnect from %s in time", self.broker)
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            for _ in range(3):  # the client's own disconnect may wait again: cancel that too
+                task.cancel()
+                _done, pending = await asyncio.wait({task}, timeout=0.5)
+                if not pending:
+                    break
+        if task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if len(self._queue):
             log.warning("MQTT publisher closed with %d updates unpublished", len(self._queue))
 
@@ -341,6 +350,9 @@ class MqttPublisher:
                     await self._session(client)
                 return
             except aiomqtt.MqttError as exc:
+                self._failed(exc)
+            except Exception as exc:  # a client-library surprise must not end publishing
+                log.exception("MQTT publisher: unexpected error; reconnecting")
                 self._failed(exc)
             finally:
                 self._connected = False
@@ -388,6 +400,10 @@ class MqttPublisher:
             while await self._next(lost):
                 await self._publish_current(client)
             await self._publish(client, self._status("offline", "shutdown"))
+        except asyncio.CancelledError:
+            if self._closing.is_set():
+                await _say_offline_unconfirmed(client, self._status("offline", "shutdown"))
+            raise
         finally:
             lost.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -431,7 +447,7 @@ class MqttPublisher:
         payload = status_payload(self.node_id, state, self._clock(), reason)
         return self.config.status_topic(self.node_id), payload, True
 
-    def _failed(self, exc: aiomqtt.MqttError) -> None:
+    def _failed(self, exc: Exception) -> None:
         was_connected = self._connected
         self._reconnects += 1
         self._last_error = _describe_error(exc, self.config)
@@ -458,6 +474,20 @@ class _HandshakeClosingSocket(ssl.SSLSocket):
             raise
 
 
+async def _say_offline_unconfirmed(
+    client: aiomqtt.Client, message: tuple[str, bytes, bool]
+) -> None:
+    """Closing gave up on a stalled broker: queue ``offline`` at QoS 0 before the DISCONNECT.
+
+    A clean DISCONNECT makes the broker discard our will, so without this a broker that
+    resumes would keep ``online`` retained for a bridge that is gone.
+    """
+    topic, payload, retain = message
+    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.publish(topic, payload, qos=0, retain=retain)
+
+
 def _worth_logging(count: int) -> bool:
     """Log the 1st, 10th, 100th and every 1000th drop: a flood of drops is one line a while."""
     return count in (1, 10, 100) or count % 1000 == 0
@@ -469,7 +499,7 @@ async def _until_disconnected(client: aiomqtt.Client) -> None:
         pass
 
 
-def _describe_error(exc: aiomqtt.MqttError, config: MqttConfig) -> str:
+def _describe_error(exc: Exception, config: MqttConfig) -> str:
     """A one-line reason for a broker failure, without secrets (the client never has any
     in its messages); certificate problems name the CA file they were checked against."""
     text = str(exc) or type(exc).__name__
