@@ -25,12 +25,9 @@ container. What is checked instead:
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import shlex
-import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -39,123 +36,49 @@ from typing import Any
 
 import pytest
 
-from bridge.settings import Settings, load_settings
 from sip_gateway.tls import TlsServerConfig, server_context
+from tests.compose import (
+    BRIDGE_CONFIG,
+    CERT_SCRIPT,
+    CLI,
+    MOSQUITTO_CONF,
+    REPO,
+    SERVICES,
+    SIM_CONFIG,
+    address,
+    binds,
+    compose,
+    make_dev_pki,
+    mosquitto_conf,
+    resolved,
+    service,
+    settings_of,
+)
 from tests.interop.peers import free_port, managed
 from tests.mosquitto import mosquitto_binary
-
-REPO = Path(__file__).resolve().parents[1]
-CLI = REPO / ".venv" / "bin" / "pstn-bridge"
-BRIDGE_CONFIG = REPO / "config" / "bridge.compose.toml"
-SIM_CONFIG = REPO / "config" / "carrier-sim.compose.toml"
-MOSQUITTO_CONF = REPO / "config" / "mosquitto.conf"
-CERT_SCRIPT = REPO / "config" / "make-dev-certs.sh"
-SERVICES = {"bridge", "carrier-sim", "mosquitto", "postgres"}
-
-
-def _compose(
-    *args: str, env_file: Path = REPO / ".env.example"
-) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("docker-compose")
-    assert binary is not None, "docker-compose is not installed (Debian package docker-compose)"
-    options = ["--env-file", str(env_file)]  # never a developer's own .env
-    # A clean environment: variables of the caller's shell must not fill in for .env.example.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(REPO)}
-    return subprocess.run(
-        [binary, *options, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@functools.cache
-def _resolved() -> dict[str, Any]:
-    """``docker-compose config`` as a dict (YAML parsed by docker-compose's own Python)."""
-    result = _compose("config")
-    assert result.returncode == 0, result.stderr
-    binary = shutil.which("docker-compose")
-    assert binary is not None
-    shebang = Path(binary).read_text(encoding="utf-8").splitlines()[0]
-    interpreter = shlex.split(shebang.removeprefix("#!"))
-    to_json = "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"
-    converted = subprocess.run(
-        [*interpreter, "-c", to_json],
-        input=result.stdout,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    data: dict[str, Any] = json.loads(converted.stdout)
-    return data
-
-
-def _service(name: str) -> dict[str, Any]:
-    service: dict[str, Any] = _resolved()["services"][name]
-    return service
-
-
-def _binds(name: str) -> list[tuple[Path, str]]:
-    """(host source, container target) of every bind mount of a service."""
-    binds = []
-    for volume in _service(name).get("volumes", []):
-        source, target = volume.split(":")[:2]
-        if source.startswith("/"):
-            binds.append((Path(source), target))
-    return binds
-
-
-def _address(name: str) -> str:
-    address: str = _service(name)["networks"]["edge"]["ipv4_address"]
-    return address
-
-
-def _generated_pki(directory: Path) -> Path:
-    result = subprocess.run(
-        [str(CERT_SCRIPT), "bridge.example.net", "192.0.2.10"],
-        env={**os.environ, "PSTN_TLS_DIR": str(directory)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return directory
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The files config/make-dev-certs.sh generates, in a temporary config/tls/."""
-    return _generated_pki(tmp_path_factory.mktemp("deploy") / "tls")
-
-
-def _settings(path: Path) -> Settings:
-    # the environment must not change what is validated (PSTN_BRIDGE_* of the caller)
-    with pytest.MonkeyPatch.context() as patch:
-        for key in os.environ:
-            if key.startswith("PSTN_BRIDGE_"):
-                patch.delenv(key)
-        return load_settings(path)
+    directory = tmp_path_factory.mktemp("deploy") / "tls"
+    return make_dev_pki(directory, "bridge.example.net", "192.0.2.10")
 
 
 # -- the compose file --------------------------------------------------------------------------
 
 
 def test_compose_file_validates_with_the_example_env_file() -> None:
-    result = _compose("config", "-q")
+    result = compose("config", "-q")
     assert result.returncode == 0, result.stderr
-    assert set(_resolved()["services"]) == SERVICES
+    assert set(resolved()["services"]) == SERVICES
 
 
 def test_compose_file_needs_the_uncommitted_env_file(tmp_path: Path) -> None:
     """Without .env the password has no default: the file is refused, naming the variable."""
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    result = _compose("config", "-q", env_file=empty)
+    result = compose("config", "-q", env_file=empty)
     assert result.returncode != 0
     assert "POSTGRES_PASSWORD" in result.stderr
     ignored = subprocess.run(
@@ -191,26 +114,26 @@ def _check_cli_command(command: list[str], mounted: set[str]) -> None:
 def test_every_pstn_bridge_command_names_a_subcommand_and_its_options() -> None:
     checked = 0
     for name in SERVICES:
-        command = _service(name).get("command")
+        command = service(name).get("command")
         if command and command[0] == "pstn-bridge":
-            _check_cli_command(command, {target for _, target in _binds(name)})
+            _check_cli_command(command, set(binds(name)))
             checked += 1
     assert checked == 2  # bridge and carrier-sim
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     cmd = json.loads(re.findall(r"^CMD (\[.*\])$", dockerfile, re.M)[-1])
-    assert cmd == _service("bridge")["command"]
+    assert cmd == service("bridge")["command"]
 
 
 def test_other_commands_read_mounted_configuration() -> None:
-    command = _service("mosquitto")["command"]
-    assert command[command.index("-c") + 1] in {target for _, target in _binds("mosquitto")}
-    assert "command" not in _service("postgres")  # the image's own
+    command = service("mosquitto")["command"]
+    assert command[command.index("-c") + 1] in set(binds("mosquitto"))
+    assert "command" not in service("postgres")  # the image's own
 
 
 def test_every_mounted_file_exists_or_is_generated(pki: Path) -> None:
     generated = {path.name for path in pki.iterdir()}
     for name in SERVICES:
-        for source, _ in _binds(name):
+        for source in binds(name).values():
             relative = source.relative_to(REPO)
             assert relative.parts[0] == "config", f"{name} mounts {relative}, not from config/"
             if relative.parent == Path("config/tls"):
@@ -234,8 +157,8 @@ def _container_paths(value: Any) -> Iterator[str]:
     ("service", "config"), [("bridge", BRIDGE_CONFIG), ("carrier-sim", SIM_CONFIG)]
 )
 def test_files_named_by_a_configuration_are_mounted(service: str, config: Path) -> None:
-    settings = _settings(config)
-    mounted = {target for _, target in _binds(service)}
+    settings = settings_of(config)
+    mounted = set(binds(service))
     var_dir = str(settings.node.var_dir)
     for path in _container_paths(settings.model_dump()):
         if path == var_dir:
@@ -245,17 +168,17 @@ def test_files_named_by_a_configuration_are_mounted(service: str, config: Path) 
 
 def test_every_service_has_a_health_check() -> None:
     for name in SERVICES:
-        test = _service(name).get("healthcheck", {}).get("test")
+        test = service(name).get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL") and len(test) > 1, name
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert re.search(r"^HEALTHCHECK .*\n.*CMD \[.*/healthz", dockerfile, re.M)
-    bridge_check = " ".join(_service("bridge")["healthcheck"]["test"])
+    bridge_check = " ".join(service("bridge")["healthcheck"]["test"])
     assert "https://127.0.0.1:8443/healthz" in bridge_check
 
 
 def _published(name: str, protocol: str) -> set[tuple[int, int]]:
     pairs = set()
-    for port in _service(name).get("ports", []):
+    for port in service(name).get("ports", []):
         spec, _, proto = port.partition("/")
         if (proto or "tcp") != protocol:
             continue
@@ -265,7 +188,7 @@ def _published(name: str, protocol: str) -> set[tuple[int, int]]:
 
 
 def test_published_udp_range_is_the_media_port_range() -> None:
-    settings = _settings(BRIDGE_CONFIG)
+    settings = settings_of(BRIDGE_CONFIG)
     assert settings.sip.media_port_range is not None
     low, high = settings.sip.media_port_range
     assert _published("bridge", "udp") == {(port, port) for port in range(low, high + 1)}
@@ -276,12 +199,12 @@ def test_published_udp_range_is_the_media_port_range() -> None:
     assert f"EXPOSE 8443/tcp 5061/tcp {low}-{high}/udp" in (REPO / "Dockerfile").read_text()
     assert _published("mosquitto", "tcp") == {(8883, 8883)}
     for name in ("carrier-sim", "postgres"):
-        assert not _service(name).get("ports"), f"{name} should not be published"
+        assert not service(name).get("ports"), f"{name} should not be published"
 
 
 def test_bridge_configuration_validates_and_points_at_the_services() -> None:
-    settings = _settings(BRIDGE_CONFIG)
-    bridge_ip, sim_ip = _address("bridge"), _address("carrier-sim")
+    settings = settings_of(BRIDGE_CONFIG)
+    bridge_ip, sim_ip = address("bridge"), address("carrier-sim")
     assert settings.sip.listen_host == bridge_ip
     assert settings.webrtc.ice_addresses == (bridge_ip,)
     assert not settings.carrier_sim.enabled
@@ -293,16 +216,16 @@ def test_bridge_configuration_validates_and_points_at_the_services() -> None:
     assert ":" not in settings.store.url.split("//")[1].split("@")[0], "no password in the URL"
     assert (settings.events.broker_host, settings.events.broker_port) == ("mosquitto", 8883)
     assert settings.events.client_cert_file is not None
-    assert "PGPASSWORD" in _service("bridge")["environment"]
+    assert "PGPASSWORD" in service("bridge")["environment"]
 
 
-def test_carrier_sim_configuration_validates_and_matches_its_address() -> None:
-    settings = _settings(SIM_CONFIG)
-    sim_ip = _address("carrier-sim")
+def test_carrier_sim_configuration_validates_and_matches_itsaddress() -> None:
+    settings = settings_of(SIM_CONFIG)
+    sim_ip = address("carrier-sim")
     assert settings.carrier_sim.listen_host == sim_ip
     assert settings.carrier_sim.media_host == sim_ip
     assert settings.carrier_sim.listen_port == 5062
-    check = " ".join(_service("carrier-sim")["healthcheck"]["test"])
+    check = " ".join(service("carrier-sim")["healthcheck"]["test"])
     assert f"('{sim_ip}', 5062)" in check
     assert "server_hostname='carrier-sim'" in check
 
@@ -333,10 +256,10 @@ def test_dev_certificates_chain_name_the_services_and_pass_the_tls_policy(pki: P
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     bridge_sans = _sans(pki / "bridge.crt")
-    for name in ("DNS:bridge", f"IP Address:{_address('bridge')}", "IP Address:127.0.0.1"):
+    for name in ("DNS:bridge", f"IP Address:{address('bridge')}", "IP Address:127.0.0.1"):
         assert name in bridge_sans
     assert "DNS:bridge.example.net" in bridge_sans and "IP Address:192.0.2.10" in bridge_sans
-    assert f"IP Address:{_address('carrier-sim')}" in _sans(pki / "carrier-sim.crt")
+    assert f"IP Address:{address('carrier-sim')}" in _sans(pki / "carrier-sim.crt")
     assert "DNS:mosquitto" in _sans(pki / "mosquitto.crt")
     for leaf in leaves:
         server_context(
@@ -381,28 +304,9 @@ def test_mosquitto_conf_has_only_a_tls_listener() -> None:
     assert settings["require_certificate"] == ["true"]
     assert settings["allow_anonymous"] == ["false"]
     assert settings["tls_version"] == ["tlsv1.2"]
-    mounted = {target for _, target in _binds("mosquitto")}
+    mounted = set(binds("mosquitto"))
     for option in ("cafile", "certfile", "keyfile", "acl_file"):
         assert settings[option][0] in mounted
-
-
-def _mapped_conf(tmp_path: Path, pki: Path, port: int) -> Path:
-    """config/mosquitto.conf with its container paths mapped to the generated files."""
-    mapping = {
-        "/mosquitto/config/tls/": f"{pki}/",
-        "/mosquitto/config/mosquitto.acl": str(REPO / "config" / "mosquitto.acl"),
-        "/mosquitto/data/": f"{tmp_path}/data/",
-    }
-    text = MOSQUITTO_CONF.read_text(encoding="utf-8")
-    for container, host in mapping.items():
-        assert container in text
-        text = text.replace(container, host)
-    text = text.replace("\nlistener 8883\n", f"\nlistener {port} 127.0.0.1\n")
-    (tmp_path / "data").mkdir()
-    conf = tmp_path / "mosquitto.conf"
-    # as root, mosquitto would drop to user "mosquitto", which cannot read the 0640 keys
-    conf.write_text(text + ("user root\n" if os.geteuid() == 0 else ""), encoding="utf-8")
-    return conf
 
 
 def _mqtt(tool: str, port: int, pki: Path, cert: str | None, *args: str) -> tuple[int, str]:
@@ -417,7 +321,7 @@ def _mqtt(tool: str, port: int, pki: Path, cert: str | None, *args: str) -> tupl
 
 def test_mosquitto_conf_runs_tls_only_with_client_certificates(tmp_path: Path, pki: Path) -> None:
     port = free_port()
-    conf = _mapped_conf(tmp_path, pki, port)
+    conf = mosquitto_conf(tmp_path, pki, port)
     topic = "pstn-bridge/nodes/bridge-1/status"
     read = ("-t", "pstn-bridge/#", "-C", "1", "-W", "5", "-v")
     with managed([mosquitto_binary(), "-c", str(conf)], tmp_path / "broker.log", port=port):
@@ -440,7 +344,7 @@ def test_mosquitto_conf_runs_tls_only_with_client_certificates(tmp_path: Path, p
         )
         assert plain.returncode != 0
         # the compose health check, its paths mapped, succeeds against this broker
-        check = _service("mosquitto")["healthcheck"]["test"][1:]
+        check = service("mosquitto")["healthcheck"]["test"][1:]
         mapped = [
             arg.replace("/mosquitto/config/tls/", f"{pki}/").replace("$$", "$") for arg in check
         ]
