@@ -195,8 +195,9 @@ options_interval = 0
 
 
 async def test_status_online_and_last_will_when_the_bridge_hangs_or_dies(
-    tmp_path: Path, tls_pki: Pki
+    tmp_path: Path, tls_pki: Pki, leak_scan: Any
 ) -> None:
+    leak_scan.add_text("mqtt password", MQTT_PASSWORD)  # the suite-wide scan looks for it too
     with Mosquitto(
         tmp_path / "broker", tls_pki, require_certificate=True, passwords={MQTT_USER: MQTT_PASSWORD}
     ) as broker:
@@ -361,7 +362,10 @@ async def test_a_broker_certificate_that_does_not_verify_is_refused(
     assert "unknown ca" in mosquitto.logs()  # the broker saw our TLS alert
 
 
-async def test_mutual_tls_with_password_and_a_wrong_password(tmp_path: Path, tls_pki, caplog):
+async def test_mutual_tls_with_password_and_a_wrong_password(
+    tmp_path: Path, tls_pki: Pki, caplog: pytest.LogCaptureFixture, leak_scan: Any
+) -> None:
+    leak_scan.add_text("mqtt password", MQTT_PASSWORD)
     caplog.set_level(logging.DEBUG)
     users = {MQTT_USER: MQTT_PASSWORD}
     with Mosquitto(tmp_path / "b", tls_pki, require_certificate=True, passwords=users) as broker:
