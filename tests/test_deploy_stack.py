@@ -17,8 +17,8 @@ temporary directory, the service names become addresses (``carrier-sim`` -> its 
 address with ``server_name = "carrier-sim"``, ``mosquitto`` -> ``localhost``, ``postgres``
 -> the test cluster; no DNS here), and the broker listens on a free port. Then the compose
 health checks of the bridge and the simulator (their commands, CA path mapped) must pass, the
-bridge's trunk must come up over mutual TLS to the simulator by its certificate name, the
-bridge's retained ``online`` status must reach an ops subscriber through the broker's ACL,
+bridge's trunk must come up over TLS to the simulator by its certificate name, the README's
+``pstn-bridge calls --config ... --url https://127.0.0.1:8443`` must work, the bridge's retained ``online`` status must reach an ops subscriber through the broker's ACL,
 and the store's tables and the demo user must be in PostgreSQL.
 
 Not exercised (needs a container engine): the images, Docker's networks and published
@@ -172,6 +172,15 @@ def test_compose_configurations_run_as_processes(
         check = _health_check("bridge", pki)
         assert check.returncode == 0, check.stderr + bridge.log_tail()
         wait_log(bridge_log, "trunk carrier-sim is up", timeout=20)
+        # the README's ops command (run with docker-compose exec in the container)
+        calls = subprocess.run(
+            [str(CLI), "calls", "--config", str(bridge_toml), "--url", "https://127.0.0.1:8443"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert calls.returncode == 0, calls.stderr
         status = _node_status(broker_port, pki)
         assert status.returncode == 0, status.stderr + bridge.log_tail()
         assert json.loads(status.stdout)["state"] == "online"
