@@ -62,6 +62,7 @@ from .registrar import Registrar
 from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig
 from .settings import CarrierSimSettings, Settings, TrunkSettings
 from .signaling import Signaling
+from .store import CallStore, CallStoreError, StoreConfig
 from .users import Ha1Cache, UserStore, UserStoreError, ensure_demo_user, sqlite_url
 from .web import HttpsSite, start_https
 
@@ -100,6 +101,7 @@ class RunningBridge:
     publisher: MqttPublisher | None = None
     ops: OpsApi | None = None
     ops_token_file: Path | None = None
+    call_store: CallStore | None = None
 
     @property
     def sip_port(self) -> int:
@@ -115,6 +117,8 @@ class RunningBridge:
         await self.gateway.aclose()
         if self.carrier_sim is not None:
             await self.carrier_sim.aclose()
+        if self.call_store is not None:
+            await self.call_store.aclose()  # after the calls' final updates
         self.refresh_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.refresh_task
@@ -202,6 +206,7 @@ async def start(settings: Settings) -> RunningBridge:
         keepalive_interval=settings.sip.keepalive_interval or None,
     )
     store, users, demo_password = await _open_users(settings)
+    call_store = await _open_call_store(settings)
     loop = asyncio.get_running_loop()
     limits = settings.limits
     auth = BrowserAuth.for_realm(
@@ -230,7 +235,9 @@ async def start(settings: Settings) -> RunningBridge:
         on_status=_log_trunk_status,
     )
     orchestrator = _orchestrator(settings, gateway, auth, users, signaling, loop.time)
-    ops, ops_token_file = _ops_api(settings, OpsSources(orchestrator, gateway, broker=publisher))
+    sources = OpsSources(orchestrator, gateway, store=call_store, broker=publisher)
+    ops, ops_token_file = _ops_api(settings, sources)
+    orchestrator.journal.add_sink(call_store)
     if publisher is not None:
         orchestrator.journal.add_sink(publisher)
     gateway.route = orchestrator.route_inbound
@@ -265,6 +272,7 @@ async def start(settings: Settings) -> RunningBridge:
         ) from exc
     simulator = await _start_carrier_sim(settings, cert, key, ca)
     gateway.start()
+    call_store.start()
     if publisher is not None:
         publisher.start()
     return RunningBridge(
@@ -282,6 +290,7 @@ async def start(settings: Settings) -> RunningBridge:
         publisher=publisher,
         ops=ops,
         ops_token_file=ops_token_file,
+        call_store=call_store,
     )
 
 
@@ -337,6 +346,22 @@ async def _open_users(settings: Settings) -> tuple[UserStore, Ha1Cache, str | No
     except UserStoreError as exc:
         raise StartupError(f"user database: {exc}") from exc
     return store, users, password
+
+
+async def _open_call_store(settings: Settings) -> CallStore:
+    """The CDR store, in the user database unless ``store.url`` names another."""
+    var_dir, options = settings.node.var_dir, settings.store
+    config = StoreConfig(
+        spill_file=options.spill_file or var_dir / "cdr-spill.jsonl",
+        queue_size=options.queue_size,
+        max_retries=options.max_retries,
+        retry_initial=options.retry_initial,
+        retry_max=options.retry_max,
+    )
+    try:
+        return await CallStore.open(options.url or sqlite_url(var_dir / "bridge.db"), config)
+    except CallStoreError as exc:
+        raise StartupError(f"call store: {exc}") from exc
 
 
 def _orchestrator(
