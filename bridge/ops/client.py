@@ -27,8 +27,6 @@ from typing import Any
 
 from sip_gateway.tls import TlsClientConfig, TlsPolicyError, client_context
 
-from ..security import PSTN_CAVEAT, PSTN_CAVEAT_TEXT
-
 __all__ = [
     "EXIT_DENIED",
     "EXIT_NOT_FOUND",
@@ -44,6 +42,9 @@ EXIT_NOT_FOUND = 1
 EXIT_UNREACHABLE = 3
 EXIT_DENIED = 4
 _LEGS = ("webrtc", "gateway", "pstn")
+PSTN_CAVEAT = "pstn-leg-carrier-dependent"
+"""The record's caveat name (``bridge.security.PSTN_CAVEAT``; not imported: the command
+stays light)."""
 _LOCKS = {True: "locked", False: "OPEN", None: "unknown"}
 
 
@@ -199,8 +200,15 @@ def render_calls(records: Sequence[Mapping[str, Any]], now: datetime | None = No
         return "no calls"
     now = now or datetime.now(UTC)
     lines = [_table([_HEADER, *(_line(record, now) for record in records)])]
-    if any(PSTN_CAVEAT in (r.get("caveats") or ()) for r in records):
-        lines.append(f"* {PSTN_CAVEAT}: {PSTN_CAVEAT_TEXT}")
+    caveats = [
+        str(leg.get("caveat"))
+        for record in records
+        if PSTN_CAVEAT in (record.get("caveats") or ())
+        for leg in record.get("legs") or ()
+        if leg.get("leg") == "pstn" and leg.get("caveat")
+    ]
+    if caveats:
+        lines.append(f"* {PSTN_CAVEAT}: {caveats[0]}")
     return "\n".join(lines)
 
 
