@@ -147,7 +147,7 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
         == 1
     )
     assert _value(after, "pstn_bridge_ops_stream_clients") == 0
-    for (name, _labels), _value_ in after.items():
+    for name, _labels in after:
         assert name.startswith("pstn_bridge_"), name  # its own registry: no process globals
 
 
