@@ -6,7 +6,7 @@
 * :class:`LoopbackCapture` reads every IPv4 UDP datagram on ``lo`` with a raw ``AF_PACKET``
   socket (root; no tshark needed) in a thread, so a test can prove that what went over the
   wire between two media ports was SRTP: RTP header in the clear, payload ciphertext
-  (PEERS.md section 10).
+  (PEERS.md section 10). With ``tcp=True`` it also keeps TCP segments (for TLS handshakes).
 * :func:`key_strings` lists every form in which the SDES keys of a negotiated
   :class:`MediaConfig` could leak into a log (base64 inline key, hex, ``repr`` of bytes);
   :func:`assert_no_keys` greps text for them without ever printing a key.
@@ -142,16 +142,30 @@ class Datagram:
     payload: bytes
 
 
-class LoopbackCapture:
-    """Every IPv4 UDP datagram on ``lo`` while running (AF_PACKET raw socket; needs root)."""
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One TCP segment: ``seq`` is its sequence number, ``syn`` its SYN flag."""
 
-    def __init__(self) -> None:
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    seq: int
+    syn: bool
+    payload: bytes
+
+
+class LoopbackCapture:
+    """Every IPv4 UDP datagram on ``lo`` while running (AF_PACKET raw socket; needs root);
+    with ``tcp``, every TCP segment too (``segments``)."""
+
+    def __init__(self, *, tcp: bool = False) -> None:
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self._sock.bind(("lo", 0))
         self._sock.settimeout(0.05)
         self._stop = threading.Event()
         self.datagrams: list[Datagram] = []
+        self.segments: list[Segment] = []
+        self._tcp = tcp
         self._thread = threading.Thread(target=self._run, name="lo capture", daemon=True)
 
     def __enter__(self) -> LoopbackCapture:
@@ -176,6 +190,8 @@ class LoopbackCapture:
             datagram = _udp(frame)
             if datagram is not None:
                 self.datagrams.append(datagram)
+            elif self._tcp and (segment := _tcp(frame)) is not None:
+                self.segments.append(segment)
 
     def between(self, a: int, b: int) -> list[Datagram]:
         """Datagrams from UDP port ``a`` to port ``b``."""
@@ -193,6 +209,22 @@ def _udp(frame: bytes) -> Datagram | None:
     sport, dport, length = struct.unpack("!HHH", ip[header : header + 6])
     payload = ip[header + 8 : header + length]
     return Datagram((src, sport), (dst, dport), payload)
+
+
+def _tcp(frame: bytes) -> Segment | None:
+    if len(frame) < 14 + 20 + 20 or frame[12:14] != b"\x08\x00":
+        return None
+    ip = frame[14:]
+    header = (ip[0] & 0x0F) * 4
+    if ip[9] != 6:
+        return None
+    total = struct.unpack("!H", ip[2:4])[0]
+    src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+    sport, dport, seq = struct.unpack("!HHI", ip[header : header + 8])
+    offset = (ip[header + 12] >> 4) * 4
+    syn = bool(ip[header + 13] & 0x02)
+    payload = ip[header + offset : total]
+    return Segment((src, sport), (dst, dport), seq, syn, payload)
 
 
 def entropy(data: bytes) -> float:
