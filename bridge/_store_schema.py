@@ -16,8 +16,12 @@ Theory of operation: four tables hold what the call journal reports, written onl
 * ``policy_refusals``: each refusal on a call (``call_id``, ``idx`` in the record's list),
   with its ``reason``, so refusals can be counted by reason in SQL.
 
-Rows are only ever upserted with a ``seq`` guard (a row is replaced only by a later
-update), so writing an update twice, or an old one after a newer one, changes nothing.
+Rows are only ever written by :class:`Upserts` (``INSERT ... ON CONFLICT``, SQLite and
+PostgreSQL): ``calls`` and ``legs`` rows are replaced only by a later ``seq``, events and
+refusals are inserted once, so writing an update twice, or an old one after a newer one,
+changes nothing. On SQLite, :func:`sqlite_connect` and :func:`sqlite_begin` make the
+store's connections begin their transactions themselves (the driver would commit DDL on its
+own), so a migration and its version row are committed together or not at all.
 
 The schema is versioned in its own table, ``cdr_schema_version`` (one row per applied
 migration: ``version``, ``applied_at``, ``description``; the current version is the
