@@ -16,8 +16,9 @@ which the carrier simulator cannot: the simulator never answers plain RTP), with
   ``plain-rtp``.
 
 In every case no leg of any update's record says ``encrypted: true`` for the media that
-was refused, the final update carries the refusal, and the refusal is counted (the
-orchestrator's counters; ``/metrics`` when the ops API has landed).
+was refused, the final update carries the refusal, and ``/metrics`` (scraped over HTTPS with
+the ops bearer token, as Prometheus would) counts it under its policy name and counts no
+leg ``encrypted="true"``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.app import RunningBridge, start
 from bridge.settings import Settings
@@ -50,6 +53,7 @@ PASSWORD = "correct horse battery staple"
 USER, DID = "alice", "+15005550199"
 NUMBER = "+441632960123"
 LIMIT = 15.0
+TOKEN = "downgrade-ops-token-0123456789"
 
 
 @dataclass
@@ -77,6 +81,38 @@ class Downgrade:
         assert (await client.register()).status_code == 200
         return client
 
+    async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """``/metrics`` as (sample name, labels) -> value."""
+        url = f"https://127.0.0.1:{self.running.https_port}/metrics"
+        connector = aiohttp.TCPConnector(ssl=self.pki.client_context())
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as response,
+        ):
+            assert response.status == 200
+            text = await response.text()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    async def assert_counted(self, reason: str) -> None:
+        """The refusal is counted once by its policy name; no leg was counted encrypted."""
+        samples = await self.metrics()
+        refusals = {
+            dict(labels)["reason"]: value
+            for (name, labels), value in samples.items()
+            if name == "pstn_bridge_policy_refusals_total"
+        }
+        assert refusals == {reason: 1.0}, refusals
+        encrypted = [
+            (dict(labels), value)
+            for (name, labels), value in samples.items()
+            if name == "pstn_bridge_call_legs_total" and dict(labels)["encrypted"] == "true"
+        ]
+        assert not [e for e in encrypted if e[1] > 0], encrypted
+
 
 @pytest.fixture
 async def downgrade(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[Downgrade]]]:
@@ -97,6 +133,7 @@ async def downgrade(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[Down
                 "sip": {"listen_port": 0},
                 "http": {"listen_port": 0},
                 "users": {"demo_user": ""},
+                "ops": {"api_token": TOKEN},
                 "trunks": [
                     {
                         "name": "carrier",
@@ -178,6 +215,7 @@ async def test_browser_offer_without_fingerprint_is_refused_488_and_recorded(dow
     assert webrtc["media"]["srtp_profile"] is None
     assert webrtc["media"]["remote_fingerprint"] is None
     assert harness.running.orchestrator.refused.total() == 1
+    await harness.assert_counted("no-fingerprint")
 
 
 async def test_carrier_answering_plain_rtp_is_hung_up_and_recorded(downgrade) -> None:
@@ -219,6 +257,7 @@ async def test_carrier_answering_plain_rtp_is_hung_up_and_recorded(downgrade) ->
     assert legs["pstn"]["encrypted"] is None
     assert_never_encrypted(harness.sink, final.call_id, "webrtc", "gateway")
     assert harness.running.orchestrator.ended == {"encryption-refused": 1}
+    await harness.assert_counted("plain-rtp")
 
 
 async def test_carrier_invite_offering_only_plain_rtp_is_refused_488_and_recorded(
@@ -245,6 +284,7 @@ async def test_carrier_invite_offering_only_plain_rtp_is_refused_488_and_recorde
     assert legs["webrtc"]["encrypted"] is None
     assert harness.running.orchestrator.refused == {"plain-rtp": 1}
     assert harness.running.orchestrator.calls == {}
+    await harness.assert_counted("plain-rtp")
 
 
 _PLAIN_SDP = (
