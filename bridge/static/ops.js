@@ -254,10 +254,10 @@
     const refusals = Array.isArray(r.policy_refusals) ? r.policy_refusals : [];
     tr.className = [call.final ? 'row-ended' : 'row-active', refusals.length ? 'row-refused' : '',
       state.selected === r.call_id ? 'row-selected' : ''].filter(Boolean).join(' ');
-    const id = cell('call-id', r.call_id);
+    const id = cell('call-id', '');
     id.classList.add('mono');
-    const direction = cell('direction', r.direction === 'inbound' ? '← inbound'
-      : (r.direction === 'outbound' ? '→ outbound' : (r.direction || '–')));
+    r.call_id.split(/(?<=-)/).forEach((part) => id.append(part, document.createElement('wbr')));
+    const direction = cell('direction', r.direction || '–');
     const parties = cell('parties', `${r.from || '?'} → ${r.to || '?'}`);
     const started = cell('started', clockTime(r.started_at));
     started.title = r.started_at || '';
@@ -337,7 +337,7 @@
           'cert not checked'),
       ];
     }
-    if (leg.leg === 'pstn') return leg.caveat ? ['⚠ caveat: see above'] : [leg.status || ''];
+    if (leg.leg === 'pstn') return leg.caveat ? ['⚠ see caveat'] : [leg.status || ''];
     return [leg.status || ''];
   }
 
