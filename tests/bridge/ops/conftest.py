@@ -78,11 +78,13 @@ async def ops_bridge(
     """A factory: ``await ops_bridge(ops={...})`` starts a bridge with those ops settings."""
     started: list[tuple[OpsHarness, aiohttp.ClientSession]] = []
 
-    async def factory(*, ops: dict[str, Any] | None = None, **sim: Any) -> OpsHarness:
+    async def factory(
+        *, ops: dict[str, Any] | None = None, var_dir: Path | None = None, **sim: Any
+    ) -> OpsHarness:
         sim_port = free_port()
         settings = Settings.model_validate(
             {
-                "node": {"var_dir": tmp_path / f"var{len(started)}"},
+                "node": {"var_dir": var_dir or tmp_path / f"var{len(started)}"},
                 "tls": {
                     "cert_file": pki.server_certificate,
                     "key_file": pki.server_key,
@@ -105,7 +107,8 @@ async def ops_bridge(
                 "ops": {"api_token": TOKEN} | (ops or {}),
             }
         )
-        await add_users(settings, [(USER, PASSWORD, (DID,))])
+        if var_dir is None:
+            await add_users(settings, [(USER, PASSWORD, (DID,))])
         running = await start(settings)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -121,10 +124,10 @@ async def ops_bridge(
     yield factory
     for harness, session in started:
         await session.close()
+        for client in harness.clients:
+            await client.close(hangup=not harness.closed)
         if harness.closed:
             continue
-        for client in harness.clients:
-            await client.close(hangup=True)
         with contextlib.suppress(TimeoutError):
             await harness.idle()
         await harness.running.close()

@@ -289,3 +289,32 @@ async def test_stream_clients_are_bounded_and_closed_at_shutdown(ops_bridge: Any
     async with asyncio.timeout(5):
         with contextlib.suppress(aiohttp.ClientError):
             await first.task
+
+
+async def test_finished_calls_come_from_the_store_after_a_restart(ops_bridge: Any) -> None:
+    first: OpsHarness = await ops_bridge()
+    client = await first.client()
+    call = await client.dial(NUMBER)
+    await call.wait_answered()
+    assert await call.hangup() == 200
+    await first.idle()
+    document = await _document(first.ops)
+    (record,) = await _calls(first.ops, document)
+    status, events, _ = await first.ops.get(f"/api/calls/{record['call_id']}/events")
+    assert status == 200
+    first.closed = True
+    await first.running.close()  # the store flushes
+
+    second: OpsHarness = await ops_bridge(var_dir=first.settings.node.var_dir)
+    assert second.running.ops is not None
+    assert second.running.ops.recent.finished() == []  # nothing in memory: all from the store
+    assert await _calls(second.ops, document) == [record]
+    assert await _calls(second.ops, document, "?active=false&limit=1") == [record]
+    assert await _calls(second.ops, document, "?active=true") == []
+    status, stored, _ = await second.ops.get(f"/api/calls/{record['call_id']}")
+    assert (status, stored) == (200, record)
+    status, stored_events, _ = await second.ops.get(f"/api/calls/{record['call_id']}/events")
+    assert status == 200
+    check(document, "/api/calls/{call_id}/events", 200, stored_events)
+    assert [e["seq"] for e in stored_events["events"]] == [e["seq"] for e in events["events"]]
+    assert [e["event"] for e in stored_events["events"]] == [e["event"] for e in events["events"]]
