@@ -19,8 +19,9 @@ container. What is checked instead:
   policy, and keep their keys 0640;
 * ``config/mosquitto.conf`` has one listener, TLS, and runs in a real mosquitto (container
   paths mapped to the generated files): the bridge's certificate publishes, an ops
-  certificate only reads, a client without a certificate is refused, nothing listens on
-  1883, and the broker's compose health check command succeeds.
+  certificate only reads, a client without a certificate is refused, a TLS 1.2 cipher
+  without AEAD is refused, nothing listens on 1883, and the broker's compose health check
+  command succeeds.
 """
 
 from __future__ import annotations
@@ -319,6 +320,28 @@ def _mqtt(tool: str, port: int, pki: Path, cert: str | None, *args: str) -> tupl
     return result.returncode, result.stdout
 
 
+def _handshake(port: int, pki: Path, *options: str) -> str:
+    """``openssl s_client`` with the ops certificate: the negotiated cipher, or ""."""
+    tls = [
+        "-CAfile",
+        str(pki / "ca.crt"),
+        "-cert",
+        str(pki / "ops.crt"),
+        "-key",
+        str(pki / "ops.key"),
+    ]
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *tls, *options],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+    found = re.search(r"Cipher is (\S+)", result.stdout)
+    return "" if result.returncode != 0 or found is None else found.group(1).replace("(NONE)", "")
+
+
 def test_mosquitto_conf_runs_tls_only_with_client_certificates(tmp_path: Path, pki: Path) -> None:
     port = free_port()
     conf = mosquitto_conf(tmp_path, pki, port)
@@ -343,6 +366,10 @@ def test_mosquitto_conf_runs_tls_only_with_client_certificates(tmp_path: Path, p
             check=False,
         )
         assert plain.returncode != 0
+        # the project's TLS 1.2 policy: ECDHE with AEAD ciphers only
+        aead = "ECDHE-ECDSA-AES128-GCM-SHA256"
+        assert _handshake(port, pki, "-tls1_2", "-cipher", aead) == aead
+        assert _handshake(port, pki, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA256") == ""
         # the compose health check, its paths mapped, succeeds against this broker
         check = service("mosquitto")["healthcheck"]["test"][1:]
         mapped = [
