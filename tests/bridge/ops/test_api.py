@@ -10,13 +10,16 @@ import json
 import logging
 import stat
 import urllib.parse
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bridge.call.journal import CallUpdate
 from bridge.ops.access import load_token
+from bridge.ops.stream import CallStream, _Client
 from tests.bridge.ops.conftest import TOKEN, OpsClient, OpsHarness, trunk_up
 from tests.bridge.ops.schema import check
 from tests.bridge.test_calls import NUMBER
@@ -275,14 +278,21 @@ async def test_refused_call_is_recorded_and_listed(ops_bridge: Any) -> None:
     assert [e["event"] for e in body["events"]] == ["started", "refused", "ended"]
 
 
-async def test_stream_clients_are_bounded_and_closed_at_shutdown(ops_bridge: Any) -> None:
+async def test_stream_clients_are_bounded_kept_alive_and_closed_at_shutdown(
+    ops_bridge: Any,
+) -> None:
     harness: OpsHarness = await ops_bridge(ops={"max_stream_clients": 1})
     api = harness.ops
+    document = await _document(api)
+    assert harness.running.ops is not None
+    harness.running.ops.stream.keepalive = 0.1  # 15 s in production
     first = SseReader(api)
     async with asyncio.timeout(5):
-        await first.connected.wait()
+        while ": keep-alive" not in first.comments:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(0.02)
     status, body, _ = await api.get("/api/stream")
     assert status == 503 and "too many" in body["error"]
+    check(document, "/api/stream", 503, body)
     harness.closed = True
     async with asyncio.timeout(10):
         await harness.running.close()  # the open stream ends; close() does not hang
@@ -318,3 +328,53 @@ async def test_finished_calls_come_from_the_store_after_a_restart(ops_bridge: An
     check(document, "/api/calls/{call_id}/events", 200, stored_events)
     assert [e["seq"] for e in stored_events["events"]] == [e["seq"] for e in events["events"]]
     assert [e["event"] for e in stored_events["events"]] == [e["event"] for e in events["events"]]
+
+
+def _update(seq: int) -> CallUpdate:
+    return CallUpdate(call_id="c-1", seq=seq, at=0.0, event="ringing", detail={}, record={})
+
+
+async def test_a_stream_client_that_falls_behind_is_dropped() -> None:
+    # white-box: a reader that never reads cannot be made on loopback in bounded time (the
+    # socket buffers take megabytes), so the client's queue is driven directly
+    stream = CallStream(max_clients=4, queue_size=16)
+    client = _Client(16)
+    stream._clients.add(client)
+    for seq in range(1, 18):
+        stream.call_update(_update(seq))
+    assert client.dropped and stream.clients == 0 and stream.dropped_clients == 1
+    queued = [client.queue.get_nowait() for _ in range(client.queue.qsize())]
+    assert len(queued) == 17 and queued[-1] == b""  # 16 messages, then the end
+    assert queued[0].startswith(b"event: call\ndata: {")
+
+
+@dataclass
+class _DownStore:
+    state: str = "down"
+    queue_depth: int = 7
+    queue_capacity: int = 1000
+    dropped: int = 0
+    spilled: int = 3
+    last_error: str | None = "database refused writes"
+
+    def health(self) -> _DownStore:
+        return self
+
+
+async def test_readyz_is_503_when_the_store_is_down(ops_bridge: Any) -> None:
+    harness: OpsHarness = await ops_bridge()
+    document = await _document(harness.ops)
+    await trunk_up(harness)
+    assert harness.running.ops is not None
+    sources = harness.running.ops.sources
+    real = sources.store
+    sources.store = _DownStore()  # type: ignore[assignment] # a fault a real store needs minutes for
+    try:
+        status, body, _ = await harness.ops.get("/readyz", headers={})
+    finally:
+        sources.store = real
+    assert status == 503 and body["store"]["state"] == "down" and body["trunks"] == {"sim": "up"}
+    assert "last_error" not in body["store"]  # /readyz needs no token: no error texts
+    check(document, "/readyz", 503, body)
+    status, body, _ = await harness.ops.get("/readyz", headers={})
+    assert status == 200 and body["store"]["state"] == "ok" and body["broker"] is None

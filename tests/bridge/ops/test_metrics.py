@@ -147,6 +147,11 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
         == 1
     )
     assert _value(after, "pstn_bridge_ops_stream_clients") == 0
+    assert _value(after, "pstn_bridge_media_frames_total", leg="gateway", kind="lost") is not None
+    assert _value(after, "pstn_bridge_store_state", state="ok") == 1
+    assert _value(after, "pstn_bridge_event_queue_capacity", sink="store") == 1000
+    assert _value(after, "pstn_bridge_event_drops_total", sink="store") == 0
+    assert _value(after, "pstn_bridge_auth_failures_total") == 0  # the client answered challenges
     for name, _labels in after:
         assert name.startswith("pstn_bridge_"), name  # its own registry: no process globals
 
