@@ -15,7 +15,7 @@
  * and the call's events (GET /api/calls/{id}/events), kept up to date by the stream.
  * Everything from the network is rendered with textContent, never as HTML. The page's state
  * is window.pstnOps (read by people in the console and by the browser tests); it never holds
- * the token.
+ * the token. window.PstnOpsRender.legBadge(leg) draws one badge (for tests).
  */
 (() => {
   'use strict';
@@ -576,5 +576,6 @@
     else $('token').focus();
   }
 
+  window.PstnOpsRender = Object.freeze({ legBadge });
   init();
 })();

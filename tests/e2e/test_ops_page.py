@@ -356,6 +356,23 @@ async def test_ops_page_token_and_feed_faults(
     )
     assert await ops.evaluate("window.pstnOps.retryInMs") == 4000
 
+    # a badge follows `encrypted` alone: facts present but not confirmed never read "encrypted"
+    badges = await ops.evaluate(
+        """() => [true, false, null, undefined].map((encrypted) => {
+        const leg = { leg: 'gateway', encrypted, signaling: { tls_version: 'TLSv1.3',
+          cipher: 'TLS_AES_256_GCM_SHA384', peer_certificate_verified: true },
+          media: { protocol: 'SRTP', crypto_suite: 'AEAD_AES_128_GCM' } };
+        const badge = window.PstnOpsRender.legBadge(leg);
+        return [badge.className, badge.dataset.encrypted, badge.querySelector('.lock').textContent];
+    })"""
+    )
+    assert badges == [
+        ["leg-badge lock-true", "true", "encrypted"],
+        ["leg-badge lock-false", "false", "⚠ not encrypted"],
+        ["leg-badge lock-null", "null", "unknown"],
+        ["leg-badge lock-null", "null", "unknown"],
+    ], badges
+
     # SSE framing: the same messages whatever the chunking
     parsed = await ops.evaluate(
         """() => {
