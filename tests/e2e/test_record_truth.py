@@ -28,6 +28,10 @@ bridge starts until after the call. The witnesses:
 * The certificate baresip serves: ``openssl s_client`` against its TLS port shows the chain
   verifies against the test CA for IP 127.0.0.1 and returns the certificate, which must be the
   file baresip was given (parsed with ``cryptography`` for the subject).
+* The call-level fields: the page's call (its Call-ID begins the record's ``call_id``;
+  direction; start, answer and end times; it hung up an answered call, so the end reason is
+  ``caller-hangup`` and there is no failure ``sip_status``), baresip's trace (the dialled
+  number, the trunk's address, no 488) and the journal (no ``refused`` update).
 
 Fields not independently observable (:data:`JUSTIFIED`, checked for completeness against the
 record's keys, so a new field fails this test until someone says how it is witnessed):
