@@ -79,7 +79,11 @@ async def ops_bridge(
     started: list[tuple[OpsHarness, aiohttp.ClientSession]] = []
 
     async def factory(
-        *, ops: dict[str, Any] | None = None, var_dir: Path | None = None, **sim: Any
+        *,
+        ops: dict[str, Any] | None = None,
+        events: dict[str, Any] | None = None,
+        var_dir: Path | None = None,
+        **sim: Any,
     ) -> OpsHarness:
         sim_port = free_port()
         settings = Settings.model_validate(
@@ -105,6 +109,7 @@ async def ops_bridge(
                 ],
                 "carrier_sim": {"listen_port": sim_port, "ring_time": 0.05} | sim,
                 "ops": {"api_token": TOKEN} | (ops or {}),
+                "events": events or {},
             }
         )
         if var_dir is None:

@@ -17,10 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.ops.access import BearerCheck, Denial, RateLimiter
 from bridge.ops.api import QueryError, parse_calls_query
 from bridge.ops.metrics import leg_keys
+from tests import mosquitto as _broker_fixtures
 from tests.bridge.ops.conftest import OpsHarness, trunk_up
 from tests.bridge.test_calls import NUMBER
+from tests.mosquitto import Mosquitto
 from tests.webrtc_client import DialFailedError
 
+mosquitto = _broker_fixtures.mosquitto
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -154,6 +157,33 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
     assert _value(after, "pstn_bridge_auth_failures_total") == 0  # the client answered challenges
     for name, _labels in after:
         assert name.startswith("pstn_bridge_"), name  # its own registry: no process globals
+
+
+async def test_broker_state_in_readyz_and_metrics(ops_bridge: Any, mosquitto: Mosquitto) -> None:
+    harness: OpsHarness = await ops_bridge(
+        events={"broker_host": "127.0.0.1", "broker_port": mosquitto.port, "ca_file": mosquitto.ca}
+    )
+    await trunk_up(harness)
+    body = await _until_broker(harness, connected=True)
+    assert body["broker"]["queue_capacity"] == 1000 and body["broker"]["dropped"] == 0
+    samples = await _scrape(harness)
+    assert _value(samples, "pstn_bridge_mqtt_connected") == 1
+    assert _value(samples, "pstn_bridge_event_queue_capacity", sink="mqtt") == 1000
+    assert (_value(samples, "pstn_bridge_mqtt_published_total") or 0) >= 1  # the online status
+    mosquitto.stop()
+    body = await _until_broker(harness, connected=False)
+    assert body["ready"] is True  # events still go to the store: a broker outage is not fatal
+    assert _value(await _scrape(harness), "pstn_bridge_mqtt_connected") == 0
+
+
+async def _until_broker(harness: OpsHarness, *, connected: bool) -> dict[str, Any]:
+    async with asyncio.timeout(10):
+        while True:
+            status, body, _ = await harness.ops.get("/readyz", headers={})
+            if body["broker"] is not None and body["broker"]["connected"] is connected:
+                assert status == 200
+                return dict(body)
+            await asyncio.sleep(0.05)
 
 
 # -- the sans-IO parts -----------------------------------------------------------------------
