@@ -231,6 +231,7 @@ async def test_missing_client_certificate_is_refused_and_logged(tls_pki, caplog)
                 # TLS 1.3: the server checks the certificate after the client's handshake
                 await endpoint.request(options(endpoint.make_via()), timeout=2)
         await eventually(lambda: "client certificate" in caplog.text)
+        assert server.handshake_refusals == {"no-client-certificate": 1}  # for the metrics
         mutual = SipTlsConnector(Recorder(), ssl_context=tls_pki.client_context(cert="client"))
         async with mutual:
             endpoint = await mutual.connect("127.0.0.1", server.port)
@@ -358,4 +359,5 @@ async def test_stalled_handshake_is_bounded_and_logged(tls_pki, caplog):
         assert await reader.read() == b""  # dropped by the server
         writer.close()
         await writer.wait_closed()
+        assert server.handshake_refusals == {"timeout": 1}
     assert f"127.0.0.1:{client_port} refused: handshake did not complete in time" in caplog.text
