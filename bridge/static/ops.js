@@ -418,7 +418,7 @@
     const call = state.calls[callId];
     if (!call) return;
     state.selected = callId;
-    const detail = { callId, record: call.record, events: null, error: null, loading: true };
+    const detail = { callId, record: call.record, events: [], error: null, loading: true };
     state.detail = detail;
     scheduleRender();
     const id = encodeURIComponent(callId);
@@ -432,7 +432,8 @@
         detail.record = record;
       }
       const events = body && Array.isArray(body.events) ? body.events : [];
-      const pending = (detail.events || []).filter((u) => !events.some((e) => e.seq >= u.seq));
+      // updates the stream delivered while the list was loading, if the list misses them
+      const pending = detail.events.filter((u) => !events.some((e) => e.seq >= u.seq));
       detail.events = events.concat(pending);
     }).catch((err) => {
       if (state.detail !== detail) return;

@@ -6,10 +6,13 @@
   version, SRTP profile and fingerprint check; the gateway leg's TLSv1.3, cipher, SDES suite
   and verified certificate; the PSTN leg's carrier-dependent caveat), and the badges carry
   the same values as the record the dialer received over SIP INFO, a path that does not go
-  through the ops API. Hanging up turns the row into ``ended`` with the end reason; a call to
-  a blocked premium number (+1900...) shows its refusal. The detail view shows every field
-  and the call's events. A full-page screenshot is kept as a test artifact
-  (:data:`ARTIFACT_DIR`/``ops-page.png``) and checked to be a real picture of that page.
+  through the ops API. The detail view, opened while the call is up, shows its events; hanging
+  up turns the row into ``ended`` with the end reason and the open detail view takes the end
+  from the stream, then shows every field of the final record. A call to a blocked premium
+  number (+1900...) shows its refusal. Screenshots are kept as test artifacts in
+  :data:`ARTIFACT_DIR` (``ops-page-live.png``: the answered call; ``ops-page.png``: the whole
+  page at the end, detail view included), checked to be real pictures of the page, and the
+  table is checked to fit the 1440 px viewport (no badge cut off).
 * Token and feed faults: a wrong token gets the 401 message and the form again (the token is
   forgotten, never shown); with the right one the feed goes live; when the bridge stops, the
   page says the feed is down and retries with growing delays. The page's SSE framing is fed
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, Page
+from playwright.async_api import BrowserContext, Page, ViewportSize
 
 from bridge.app import RunningBridge, start
 from bridge.security import PSTN_CAVEAT_TEXT
@@ -54,7 +57,7 @@ ARTIFACT_DIR = Path(
 )
 """Where the screenshot is kept (``var/test-artifacts`` of the checkout unless the
 environment variable ``PSTN_BRIDGE_TEST_ARTIFACTS`` says otherwise)."""
-VIEWPORT = {"width": 1440, "height": 900}
+VIEWPORT: ViewportSize = {"width": 1440, "height": 900}
 _S = 1000
 
 
@@ -153,6 +156,14 @@ async def assert_table_fits(page: Page) -> None:
     assert hidden == [], f"cut off at {VIEWPORT['width']} px: {hidden}"
 
 
+async def event_names(page: Page) -> list[str]:
+    """The event column of the detail view, in order."""
+    names: list[str] = await page.eval_on_selector_all(
+        "#event-rows tr", "rows => rows.map(r => r.dataset.event)"
+    )
+    return names
+
+
 def _leg(record: dict[str, Any], name: str) -> dict[str, Any]:
     found: dict[str, Any] = next(leg for leg in record["legs"] if leg["leg"] == name)
     return found
@@ -223,27 +234,7 @@ async def test_ops_page_follows_calls_live(
     live_shot = await ops.screenshot(path=str(artifact_dir / "ops-page-live.png"))
     assert_picture(live_shot, min_height=VIEWPORT["height"])
 
-    # hang up: the same row turns into an ended call with its end reason
-    await hang_up(dialer)
-    await wait_ops(
-        ops, f"!!document.querySelector('{row}[data-phase=\"ended\"]')", what="the ended row"
-    )
-    assert "ended · caller-hangup" in await row_text(ops, call_id, "state")
-    assert "talk" in await row_text(ops, call_id, "duration")
-
-    # a premium-rate number: refused by policy, visible as such
-    await dial(dialer, BLOCKED)
-    refused_call = await wait_call_state(dialer, "ended")
-    assert refused_call["code"] == 403, refused_call
-    find = f'Object.values(window.pstnOps.calls).find(c => c.record.to === "{BLOCKED}")'
-    await wait_ops(ops, f"!!({find}) && ({find}).final", what="the refused call")
-    refused_id = await ops.evaluate(f"({find}).record.call_id")
-    refused_text = await ops.inner_text(f'tr[data-call-id="{refused_id}"][data-phase="ended"]')
-    assert "refused: destination-blocked" in refused_text, refused_text
-    assert "ended · policy-refused (403)" in refused_text, refused_text
-    assert "ENCRYPTED" not in refused_text.replace("NOT ENCRYPTED", ""), refused_text
-
-    # the detail view of the first call: every field of the record, its events
+    # the detail view of the call while it is up: the record so far and its events
     await ops.click(f"{row} td[data-col='call-id']")
     await wait_ops(
         ops,
@@ -251,6 +242,24 @@ async def test_ops_page_follows_calls_live(
         what="the detail view",
     )
     assert await ops.is_visible("#detail")
+    assert "in progress" in await ops.inner_text("#detail-summary")
+    events = await event_names(ops)
+    assert events[0] == "started" and "answered" in events and "ended" not in events, events
+
+    # hang up: the row turns into an ended call with its end reason, the open detail view
+    # takes the end from the stream (its events were loaded once, while the call was up)
+    await hang_up(dialer)
+    await wait_ops(
+        ops, f"!!document.querySelector('{row}[data-phase=\"ended\"]')", what="the ended row"
+    )
+    assert "ended · caller-hangup" in await row_text(ops, call_id, "state")
+    assert "talk" in await row_text(ops, call_id, "duration")
+    await wait_ops(ops, "s.detail.events.some(e => e.final)", what="the end in the detail view")
+    events = await event_names(ops)
+    assert events[0] == "started" and events[-1] == "ended", events
+    assert "answered" in events and "leg-up" in events, events
+    assert "ended (final)" in await ops.inner_text("#event-rows tr:last-child")
+    assert "ended: caller-hangup" in await ops.inner_text("#detail-summary")
     shown = await ops.evaluate(
         "Object.fromEntries([...document.querySelectorAll('#detail-fields dd')]"
         ".map(dd => [dd.dataset.field, dd.textContent]))"
@@ -266,14 +275,21 @@ async def test_ops_page_follows_calls_live(
             expected = ", ".join(value) if value else "[]"
         assert shown.get(key) == str(expected), (key, shown.get(key), value)
     assert shown["end_reason"] == "caller-hangup" and shown["call_id"] == call_id
+    assert shown["ended_at"].startswith("20"), shown
     legs = await ops.eval_on_selector_all("#detail-legs .leg", "els => els.map(e => e.dataset.leg)")
     assert legs == ["webrtc", "gateway", "pstn"]
-    events = await ops.eval_on_selector_all(
-        "#event-rows tr", "rows => rows.map(r => r.dataset.event)"
-    )
-    assert events[0] == "started" and events[-1] == "ended", events
-    assert "answered" in events and "leg-up" in events, events
-    assert "ended (final)" in await ops.inner_text("#event-rows tr:last-child")
+
+    # a premium-rate number: refused by policy, visible as such
+    await dial(dialer, BLOCKED)
+    refused_call = await wait_call_state(dialer, "ended")
+    assert refused_call["code"] == 403, refused_call
+    find = f'Object.values(window.pstnOps.calls).find(c => c.record.to === "{BLOCKED}")'
+    await wait_ops(ops, f"!!({find}) && ({find}).final", what="the refused call")
+    refused_id = await ops.evaluate(f"({find}).record.call_id")
+    refused_text = await ops.inner_text(f'tr[data-call-id="{refused_id}"][data-phase="ended"]')
+    assert "refused: destination-blocked" in refused_text, refused_text
+    assert "ended · policy-refused (403)" in refused_text, refused_text
+    assert "ENCRYPTED" not in refused_text.replace("NOT ENCRYPTED", ""), refused_text
 
     # all of it arrived live: same document, one connection, updates taken from the stream
     assert await ops.evaluate("window.__sameDocument === true")
