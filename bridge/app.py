@@ -311,6 +311,8 @@ def _ops_api(settings: Settings, sources: OpsSources) -> tuple[OpsApi, Path | No
         except OSError as exc:
             raise StartupError(f"ops API token: {exc}") from exc
         log.info("ops API bearer token in %s", token_file)
+        if token_file.stat().st_mode & 0o077:
+            log.warning("%s is readable by other users: chmod 600 it", token_file)
     api = OpsApi(
         OpsApiConfig(
             token=token,

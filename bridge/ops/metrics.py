@@ -47,6 +47,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _P = "pstn_bridge_"
 _SRTP_REASONS = ("auth_failed", "replayed", "malformed")
 _MAX_LABEL = 64
+_MAX_COUNTED = 1024
 LegKey = tuple[str, str, str, str, str]
 
 
@@ -150,6 +151,8 @@ class BridgeMetrics:
             self._frames.update(frames)
             self._srtp.update(srtp)
             self._counted.add(update.call_id)
+            if len(self._counted) > _MAX_COUNTED:  # no scrape for a long time: prune here too
+                self._counted &= set(self.sources.orchestrator.calls)
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format."""

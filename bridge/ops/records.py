@@ -38,6 +38,8 @@ __all__ = [
     "OpsSources",
     "RecentCalls",
     "StoreHealthView",
+    "merge_events",
+    "merge_records",
     "parse_time",
 ]
 

@@ -130,7 +130,7 @@ class CallStream:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            if message is _END or not message:
+            if not message:  # _END: dropped, or the bridge is stopping
                 return
             await response.write(message)
 

@@ -244,7 +244,10 @@ async def test_readyz_is_503_without_a_trunk_up(ops_bridge: Any) -> None:
     check(document, "/readyz", 503, body)
 
 
-async def test_a_generated_token_is_kept_in_a_private_file(ops_bridge: Any) -> None:
+async def test_a_generated_token_is_kept_in_a_private_file(
+    ops_bridge: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     harness: OpsHarness = await ops_bridge(ops={"api_token": ""})
     path = harness.running.ops_token_file
     assert path is not None and path.parent == harness.settings.node.var_dir
@@ -256,6 +259,11 @@ async def test_a_generated_token_is_kept_in_a_private_file(ops_bridge: Any) -> N
     assert status == 200
     status, _, _ = await harness.ops.get("/api/calls", token=TOKEN)
     assert status == 401
+    assert f"ops API bearer token in {path}" in caplog.text and token not in caplog.text
+    path.chmod(0o644)
+    again: OpsHarness = await ops_bridge(ops={"api_token": ""}, var_dir=path.parent)
+    assert again.running.ops_token_file == path and path.read_text().strip() == token
+    assert "readable by other users" in caplog.text
 
 
 async def test_refused_call_is_recorded_and_listed(ops_bridge: Any) -> None:
