@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
@@ -64,6 +64,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    from ._cdr_rows import BatchRows
 
 __all__ = [
     "CALLS",
@@ -246,6 +250,17 @@ class Upserts:
         self.refusals = self._insert(dialect, REFUSALS).on_conflict_do_nothing(
             index_elements=["call_id", "idx"]
         )
+
+    async def write(self, conn: AsyncConnection, rows: BatchRows) -> None:
+        """Write a batch's rows (calls first: the other tables refer to them)."""
+        for statement, values in (
+            (self.calls, rows.calls),
+            (self.legs, rows.legs),
+            (self.events, rows.events),
+            (self.refusals, rows.refusals),
+        ):
+            if values:
+                await conn.execute(statement, values)
 
     @staticmethod
     def _insert(dialect: str, table: Table) -> Any:

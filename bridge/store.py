@@ -20,7 +20,10 @@ get one attempt each, at most once per back-off interval, and are spilled when i
 An update that finds the queue full is spilled at once; it is counted as dropped (and
 logged) only when the spill file cannot be written either. After a successful write, and
 at start-up, the spill file is replayed into the database and emptied; ``degraded`` lasts
-until it is. :meth:`CallStore.aclose` lets the writer finish (bounded), writes what is left
+until it is. A value the database refuses (SQLSTATE 22/23, or one its driver cannot bind)
+is not an outage: the batch is written update by update and a refused update is set aside
+in ``<spill_file>.rejected`` (counted, logged without the value) so it cannot hold up the
+rest. :meth:`CallStore.aclose` lets the writer finish (bounded), writes what is left
 once and spills whatever the database does not take.
 
 Errors::
@@ -34,28 +37,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from . import _cdr_reads as reads
 from ._cdr_rows import batch_rows, stored_form, stored_line
 from ._cdr_spill import SpillFile
 from ._store_schema import (
-    CALLS,
-    EVENTS,
-    LEGS,
-    REFUSALS,
     Upserts,
     latest_version,
     migrate,
@@ -81,7 +80,6 @@ logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 _WRITE_TIMEOUT = 30.0
 _SCHEMA_ATTEMPTS = 3
-_LEG_ORDER = {"webrtc": 0, "gateway": 1, "pstn": 2}
 
 
 class CallStoreError(Exception):
@@ -94,6 +92,10 @@ class CallStoreUnavailableError(CallStoreError):
 
 class CallSchemaVersionError(CallStoreError):
     """The database holds a newer CDR schema than this pstn-bridge knows."""
+
+
+class _RowRefusedError(CallStoreUnavailableError):
+    """The database refused a row's values: writing the same rows again cannot help."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +133,8 @@ class StoreHealth:
         dropped: updates lost because neither the database nor the spill file took them.
         spilled: updates written to the spill file since the store opened.
         last_error: the most recent database or spill-file error (kept after recovery).
+        rejected: updates whose rows the database refused (a value it cannot hold); kept
+            in ``<spill_file>.rejected`` for a person to look at, never retried.
     """
 
     state: Literal["ok", "degraded", "down"]
@@ -139,6 +143,7 @@ class StoreHealth:
     dropped: int
     spilled: int
     last_error: str | None
+    rejected: int = 0
 
 
 class CallStore:
@@ -155,9 +160,12 @@ class CallStore:
         self._engine = engine
         self._config = config
         self._clock = clock
-        self._statements = Upserts(engine.dialect.name)
+        self._upserts = Upserts(engine.dialect.name)
         self._queue: asyncio.Queue[CallUpdate] = asyncio.Queue(config.queue_size)
         self._spill_file = SpillFile(config.spill_file)
+        self._rejected_file = SpillFile(
+            config.spill_file.with_name(config.spill_file.name + ".rejected")
+        )
         self._spill_pending = self._spill_file.size() > 0
         self._task: asyncio.Task[None] | None = None
         self._inflight: list[dict[str, Any]] = []
@@ -168,6 +176,7 @@ class CallStore:
         self._probe_delay = config.retry_initial
         self._dropped = 0
         self._spilled = 0
+        self._rejected = 0
         self._last_error: str | None = None
         self._warned: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
@@ -190,7 +199,7 @@ class CallStore:
         try:
             parsed = make_url(url)
             engine = create_async_engine(parsed, hide_parameters=True)
-        except (ArgumentError, ImportError, ValueError) as exc:
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise CallStoreUnavailableError(
                 f"store URL is not usable ({type(exc).__name__}); expected "
                 "sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/database"
@@ -248,6 +257,7 @@ class CallStore:
             dropped=self._dropped,
             spilled=self._spilled,
             last_error=self._last_error,
+            rejected=self._rejected,
         )
 
     async def drain(self) -> None:
@@ -273,7 +283,7 @@ class CallStore:
         try:
             async with asyncio.timeout(limit):
                 if rest:
-                    await self._write(rest)
+                    await self._write_sorting(rest)
                     rest = []
                 if self._spill_pending:
                     await self._replay()
@@ -301,15 +311,8 @@ class CallStore:
         """
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        query = select(CALLS.c.record).order_by(CALLS.c.started_at.desc(), CALLS.c.call_id.desc())
-        if active is not None:
-            ended = CALLS.c.ended_at
-            query = query.where(ended.is_(None) if active else ended.is_not(None))
-        if since is not None:
-            query = query.where(CALLS.c.started_at >= _utc(since))
         async with self._transaction() as conn:
-            rows = (await conn.execute(query.limit(limit))).scalars().all()
-        return [json.loads(text) for text in rows]
+            return await reads.list_calls(conn, active=active, since=since, limit=limit)
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The latest record of ``call_id``, or None when the store has no such call.
@@ -318,8 +321,7 @@ class CallStore:
             CallStoreUnavailableError: the database cannot be read.
         """
         async with self._transaction() as conn:
-            text = await conn.scalar(select(CALLS.c.record).where(CALLS.c.call_id == call_id))
-        return None if text is None else dict(json.loads(text))
+            return await reads.get_call(conn, call_id)
 
     async def call_events(self, call_id: str) -> list[dict[str, Any]]:
         """The call's updates (``CallUpdate.as_dict()`` form) in ``seq`` order.
@@ -327,14 +329,8 @@ class CallStore:
         Raises:
             CallStoreUnavailableError: the database cannot be read.
         """
-        columns = [EVENTS.c[name] for name in ("call_id", "seq", "at", "event", "detail", "final")]
-        query = select(*columns).where(EVENTS.c.call_id == call_id).order_by(EVENTS.c.seq)
         async with self._transaction() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [
-            {**row, "at": float(row["at"]), "final": bool(row["final"]), "detail": row["detail"]}
-            for row in rows
-        ]
+            return await reads.call_events(conn, call_id)
 
     async def call_legs(self, call_id: str) -> list[dict[str, Any]]:
         """The ``legs`` rows of a call (webrtc, gateway, pstn), column name to value.
@@ -343,9 +339,7 @@ class CallStore:
             CallStoreUnavailableError: the database cannot be read.
         """
         async with self._transaction() as conn:
-            rows = (await conn.execute(select(LEGS).where(LEGS.c.call_id == call_id))).mappings()
-            legs = [dict(row) for row in rows.all()]
-        return sorted(legs, key=lambda leg: _LEG_ORDER.get(leg["leg"], len(_LEG_ORDER)))
+            return await reads.call_legs(conn, call_id)
 
     async def refusal_counts(self) -> dict[str, int]:
         """How many policy refusals the store holds, by reason.
@@ -353,10 +347,8 @@ class CallStore:
         Raises:
             CallStoreUnavailableError: the database cannot be read.
         """
-        reason = REFUSALS.c.reason
-        query = select(reason, func.count()).group_by(reason).order_by(reason)
         async with self._transaction() as conn:
-            return {name: int(count) for name, count in await conn.execute(query)}
+            return await reads.refusal_counts(conn)
 
     # -- the writer --------------------------------------------------------------------
 
@@ -417,7 +409,7 @@ class CallStore:
         delay = self._config.retry_initial
         for attempt in range(attempts):
             try:
-                await self._write(stored)
+                await self._write_sorting(stored)
             except CallStoreUnavailableError as exc:
                 self._note_failure(str(exc))
                 if attempt + 1 < attempts:
@@ -436,19 +428,31 @@ class CallStore:
             CallStoreUnavailableError: the database did not take it (nothing was written).
         """
         rows = batch_rows(stored)
-        statements = self._statements
         try:
             async with asyncio.timeout(_WRITE_TIMEOUT), self._engine.begin() as conn:
-                if rows.calls:
-                    await conn.execute(statements.calls, rows.calls)
-                if rows.legs:
-                    await conn.execute(statements.legs, rows.legs)
-                if rows.events:
-                    await conn.execute(statements.events, rows.events)
-                if rows.refusals:
-                    await conn.execute(statements.refusals, rows.refusals)
-        except (SQLAlchemyError, OSError, TimeoutError) as exc:
-            raise CallStoreUnavailableError(f"CDR database: {_describe(exc)}") from None
+                await self._upserts.write(conn, rows)
+        except (SQLAlchemyError, OSError, OverflowError, ValueError, TypeError) as exc:
+            error = _RowRefusedError if _refused_value(exc) else CallStoreUnavailableError
+            raise error(f"CDR database: {_describe(exc)}") from None
+
+    async def _write_sorting(self, stored: list[dict[str, Any]]) -> None:
+        """Write a batch; when a row is refused, write its updates one by one and set aside
+        (:meth:`_reject`) those refused, so that one bad value cannot hold up the rest.
+
+        Raises:
+            CallStoreUnavailableError: the database cannot be written at all.
+        """
+        try:
+            await self._write(stored)
+        except _RowRefusedError as exc:
+            if len(stored) == 1:
+                self._reject(stored, str(exc))
+                return
+            for update in stored:
+                try:
+                    await self._write([update])
+                except _RowRefusedError as refused:
+                    self._reject([update], str(refused))
 
     async def _replay(self) -> None:
         """Write the spill file's updates into the database, then empty it."""
@@ -459,7 +463,7 @@ class CallStore:
         replayed = 0
         try:
             for chunk in self._spill_file.read(end, self._config.batch_size):
-                await self._write(chunk)
+                await self._write_sorting(chunk)
                 replayed += len(chunk)
             self._spill_file.discard_through(end)
         except CallStoreUnavailableError as exc:
@@ -476,31 +480,31 @@ class CallStore:
             log.info("CDR: replayed %d call updates from %s", replayed, self._spill_file.path)
 
     def _spill(self, stored: list[dict[str, Any]], why: str) -> None:
-        if not stored:
-            return
+        if stored and self._keep(self._spill_file, stored, why):
+            self._spilled += len(stored)
+            self._spill_pending = True
+            path = self._spill_file.path
+            self._warn("spilled", "CDR: %d call updates spilled to %s (%s)", len(stored), path, why)
+
+    def _reject(self, stored: list[dict[str, Any]], error: str) -> None:
+        self._last_error = error
+        if self._keep(self._rejected_file, stored, error):
+            self._rejected += len(stored)
+            path, level = self._rejected_file.path, logging.ERROR
+            message = "CDR: the database refused %d call updates (%s); kept in %s"
+            self._warn("rejected", message, len(stored), error, path, level=level)
+
+    def _keep(self, spill: SpillFile, stored: list[dict[str, Any]], why: str) -> bool:
+        """Append to a spill file; when it cannot be written the updates are lost: counted."""
         try:
-            self._spill_file.append([stored_line(update) for update in stored])
+            spill.append([stored_line(update) for update in stored])
         except OSError as exc:
             self._dropped += len(stored)
-            self._last_error = f"spill file {self._spill_file.path}: {exc.strerror or exc}"
-            self._warn(
-                "dropped",
-                "CDR: %d call updates LOST (%s; %s)",
-                len(stored),
-                why,
-                self._last_error,
-                level=logging.ERROR,
-            )
-            return
-        self._spilled += len(stored)
-        self._spill_pending = True
-        self._warn(
-            "spilled",
-            "CDR: %d call updates spilled to %s (%s)",
-            len(stored),
-            self._spill_file.path,
-            why,
-        )
+            self._last_error = f"spill file {spill.path}: {exc.strerror or exc}"
+            message = "CDR: %d call updates LOST (%s; %s)"
+            self._warn("dropped", message, len(stored), why, self._last_error, level=logging.ERROR)
+            return False
+        return True
 
     def _note_failure(self, error: str) -> None:
         self._failing = True
@@ -566,19 +570,34 @@ class CallStore:
             raise CallStoreUnavailableError(f"CDR database: {_describe(exc)}") from None
 
 
-def _utc(value: datetime) -> datetime:
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+def _refused_value(exc: BaseException) -> bool:
+    """Whether the database or its driver refused a value (retrying cannot help): SQLSTATE
+    classes 22 (data) and 23 (integrity), or a value the driver could not bind."""
+    bad_value = OverflowError | ValueError | TypeError
+    if isinstance(exc, DataError | IntegrityError | bad_value):
+        return True
+    if not isinstance(exc, StatementError) or exc.orig is None:
+        return False
+    orig = exc.orig
+    sqlstate = str(getattr(orig, "sqlstate", None) or "")
+    return (
+        isinstance(orig, bad_value)
+        or isinstance(orig.__cause__, bad_value)
+        or (sqlstate[:2] in ("22", "23"))
+    )
 
 
 def _describe(exc: BaseException) -> str:
-    """A driver error's own message, never SQL parameters (nor a refused row's values)."""
-    if isinstance(exc, DataError | IntegrityError):
-        return f"{type(exc.orig or exc).__name__} (the database refused a row)"
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        message = str(exc.orig).strip().splitlines()
-        return f"{type(exc.orig).__name__}: {message[0][:200] if message else ''}"
-    if isinstance(exc, OSError):
-        return exc.strerror or type(exc).__name__
+    """What went wrong, in the driver's words, never with SQL parameters or row values."""
     if isinstance(exc, TimeoutError):
         return f"no answer within {_WRITE_TIMEOUT:.0f} s"
-    return type(exc).__name__
+    orig = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    driver = orig.__cause__ or orig  # the driver's own error under SQLAlchemy's adapter
+    name = type(driver).__name__
+    if _refused_value(exc):  # driver messages may quote the refused value
+        sqlstate = getattr(orig, "sqlstate", None)
+        return f"{name}{f' (SQLSTATE {sqlstate})' if sqlstate else ''}: a value was refused"
+    if isinstance(driver, OSError) and driver.strerror:
+        return driver.strerror
+    message = str(driver).strip().splitlines()
+    return f"{name}: {message[0][:200]}" if message else name

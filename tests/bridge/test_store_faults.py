@@ -221,3 +221,31 @@ async def test_no_secret_reaches_the_spill_file_rows_or_logs(
         assert key not in text_
         assert key[:16] not in text_
         assert "MIGHAgEAMBMGByqGSM49" not in text_
+
+
+async def test_a_row_the_database_refuses_is_set_aside_and_the_rest_written(
+    db: Db, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = store_config(tmp_path)
+    store = await CallStore.open(db.url, config)
+    good = new_record("c-good").as_dict()
+    bad = new_record("c-bad").as_dict() | {"sip_status": 2**70}  # no database holds it
+    for call_id, seq, record in (("c-good", 1, good), ("c-bad", 1, bad), ("c-good", 2, good)):
+        store.call_update(
+            CallUpdate(call_id=call_id, seq=seq, at=T0, event="started", detail={}, record=record)
+        )
+    store.start()  # the three updates are one batch: the bad one must not hold up the others
+    try:
+        await settle(store)
+        assert [e["seq"] for e in await store.call_events("c-good")] == [1, 2]
+        assert await store.get_call("c-bad") is None
+        health = store.health()
+        assert (health.state, health.rejected, health.dropped, health.spilled) == ("ok", 1, 0, 0)
+        rejected = config.spill_file.with_name(config.spill_file.name + ".rejected")
+        (line,) = rejected.read_text().splitlines()
+        assert json.loads(line)["call_id"] == "c-bad"
+        assert stat.S_IMODE(rejected.stat().st_mode) == 0o600
+        assert any("refused 1 call updates" in r.getMessage() for r in caplog.records)
+        assert str(2**70) not in caplog.text  # driver messages quoting the value are not logged
+    finally:
+        await store.aclose()
