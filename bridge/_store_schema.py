@@ -22,6 +22,8 @@ refusals are inserted once, so writing an update twice, or an old one after a ne
 changes nothing. On SQLite, :func:`sqlite_connect` and :func:`sqlite_begin` make the
 store's connections begin their transactions themselves (the driver would commit DDL on its
 own), so a migration and its version row are committed together or not at all.
+:func:`refused_value` tells a refused value (retrying cannot help) from an outage, and
+:func:`describe_error` words an error without SQL parameters or row values.
 
 The schema is versioned in its own table, ``cdr_schema_version`` (one row per applied
 migration: ``version``, ``applied_at``, ``description``; the current version is the
@@ -64,6 +66,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 if TYPE_CHECKING:
@@ -76,10 +79,13 @@ __all__ = [
     "MIGRATIONS",
     "REFUSALS",
     "VERSION",
+    "WRITE_TIMEOUT",
     "Migration",
     "Upserts",
+    "describe_error",
     "latest_version",
     "migrate",
+    "refused_value",
     "sqlite_begin",
     "sqlite_connect",
     "stored_version",
@@ -289,3 +295,40 @@ def sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 def sqlite_begin(conn: Any) -> None:
     """Begin every transaction ourselves, so that DDL (migrations) is transactional too."""
     conn.exec_driver_sql("BEGIN")
+
+
+WRITE_TIMEOUT = 30.0
+"""Seconds one batch write may take before it counts as failed."""
+
+
+def refused_value(exc: BaseException) -> bool:
+    """Whether the database or its driver refused a value (retrying cannot help): SQLSTATE
+    classes 22 (data) and 23 (integrity), or a value the driver could not bind."""
+    bad_value = OverflowError | ValueError | TypeError
+    if isinstance(exc, DataError | IntegrityError | bad_value):
+        return True
+    if not isinstance(exc, StatementError) or exc.orig is None:
+        return False
+    orig = exc.orig
+    sqlstate = str(getattr(orig, "sqlstate", None) or "")
+    return (
+        isinstance(orig, bad_value)
+        or isinstance(orig.__cause__, bad_value)
+        or (sqlstate[:2] in ("22", "23"))
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """What went wrong, in the driver's words, never with SQL parameters or row values."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {WRITE_TIMEOUT:.0f} s"
+    orig = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    driver = orig.__cause__ or orig  # the driver's own error under SQLAlchemy's adapter
+    name = type(driver).__name__
+    if refused_value(exc):  # driver messages may quote the refused value
+        sqlstate = getattr(orig, "sqlstate", None)
+        return f"{name}{f' (SQLSTATE {sqlstate})' if sqlstate else ''}: a value was refused"
+    if isinstance(driver, OSError) and driver.strerror:
+        return driver.strerror
+    message = str(driver).strip().splitlines()
+    return f"{name}: {message[0][:200]}" if message else name

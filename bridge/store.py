@@ -48,16 +48,19 @@ from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import _cdr_reads as reads
 from ._cdr_rows import batch_rows, stored_form, stored_line
 from ._cdr_spill import SpillFile
 from ._store_schema import (
+    WRITE_TIMEOUT,
     Upserts,
+    describe_error,
     latest_version,
     migrate,
+    refused_value,
     sqlite_begin,
     sqlite_connect,
     stored_version,
@@ -78,7 +81,6 @@ log = logging.getLogger("bridge.store")
 # aiosqlite logs every statement with its parameters at DEBUG; its records stop at INFO.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
-_WRITE_TIMEOUT = 30.0
 _SCHEMA_ATTEMPTS = 3
 
 
@@ -429,11 +431,11 @@ class CallStore:
         """
         rows = batch_rows(stored)
         try:
-            async with asyncio.timeout(_WRITE_TIMEOUT), self._engine.begin() as conn:
+            async with asyncio.timeout(WRITE_TIMEOUT), self._engine.begin() as conn:
                 await self._upserts.write(conn, rows)
         except (SQLAlchemyError, OSError, OverflowError, ValueError, TypeError) as exc:
-            error = _RowRefusedError if _refused_value(exc) else CallStoreUnavailableError
-            raise error(f"CDR database: {_describe(exc)}") from None
+            error = _RowRefusedError if refused_value(exc) else CallStoreUnavailableError
+            raise error(f"CDR database: {describe_error(exc)}") from None
 
     async def _write_sorting(self, stored: list[dict[str, Any]]) -> None:
         """Write a batch; when a row is refused, write its updates one by one and set aside
@@ -567,37 +569,4 @@ class CallStore:
             async with self._engine.begin() as conn:
                 yield conn
         except (SQLAlchemyError, OSError) as exc:
-            raise CallStoreUnavailableError(f"CDR database: {_describe(exc)}") from None
-
-
-def _refused_value(exc: BaseException) -> bool:
-    """Whether the database or its driver refused a value (retrying cannot help): SQLSTATE
-    classes 22 (data) and 23 (integrity), or a value the driver could not bind."""
-    bad_value = OverflowError | ValueError | TypeError
-    if isinstance(exc, DataError | IntegrityError | bad_value):
-        return True
-    if not isinstance(exc, StatementError) or exc.orig is None:
-        return False
-    orig = exc.orig
-    sqlstate = str(getattr(orig, "sqlstate", None) or "")
-    return (
-        isinstance(orig, bad_value)
-        or isinstance(orig.__cause__, bad_value)
-        or (sqlstate[:2] in ("22", "23"))
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    """What went wrong, in the driver's words, never with SQL parameters or row values."""
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {_WRITE_TIMEOUT:.0f} s"
-    orig = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
-    driver = orig.__cause__ or orig  # the driver's own error under SQLAlchemy's adapter
-    name = type(driver).__name__
-    if _refused_value(exc):  # driver messages may quote the refused value
-        sqlstate = getattr(orig, "sqlstate", None)
-        return f"{name}{f' (SQLSTATE {sqlstate})' if sqlstate else ''}: a value was refused"
-    if isinstance(driver, OSError) and driver.strerror:
-        return driver.strerror
-    message = str(driver).strip().splitlines()
-    return f"{name}: {message[0][:200]}" if message else name
+            raise CallStoreUnavailableError(f"CDR database: {describe_error(exc)}") from None
