@@ -1,5 +1,6 @@
 """``/metrics`` of a real running bridge: a call, its legs by suite and TLS version, forged
-SRTP counted as authentication failures, a refused TLS handshake, a blocked number counted
+SRTP counted as authentication failures, a carrier packet captured off loopback and sent
+again counted as replays, a refused TLS handshake, a blocked number counted
 by reason, the trunk; and the sans-IO parts of the ops API (rate limiter, token check, query
 parsing) on their own."""
 
@@ -51,6 +52,30 @@ def _forge_srtp(port: int, count: int) -> None:
             sock.sendto(header + os.urandom(170), ("127.0.0.1", port))
 
 
+async def _capture_srtp(port: int) -> bytes:
+    """One UDP payload sent to ``port`` on loopback, read off the wire (as tcpdump would)."""
+    sniffer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sniffer.bind(("lo", 0))
+    sniffer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(5):
+            while True:
+                frame = await loop.sock_recv(sniffer, 65535)
+                ip = frame[14:]  # loopback frames carry an Ethernet header of zeros
+                if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != socket.IPPROTO_UDP:
+                    continue
+                udp = ip[(ip[0] & 0x0F) * 4 :]
+                if int.from_bytes(udp[2:4], "big") == port and len(udp) > 20:
+                    return udp[8:]
+    finally:
+        sniffer.close()
+
+
+def _srtp_drops(samples: Samples, reason: str) -> float | None:
+    return _value(samples, "pstn_bridge_srtp_dropped_packets_total", leg="gateway", reason=reason)
+
+
 async def _plain_tcp_hello(port: int) -> None:
     """Not a TLS ClientHello: the SIP-TLS listener refuses the handshake."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -80,7 +105,13 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
     await call.wait_answered()
     await call.wait_media()
     (bridged,) = harness.running.orchestrator.calls.values()
-    _forge_srtp(bridged.media.gateway_port.local_address[1], 5)
+    gateway_port = bridged.media.gateway_port.local_address[1]
+    genuine = await _capture_srtp(gateway_port)  # a carrier packet the bridge took
+    _forge_srtp(gateway_port, 5)
+    await asyncio.sleep(0.05)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        for _ in range(3):
+            attacker.sendto(genuine, ("127.0.0.1", gateway_port))
     await asyncio.sleep(0.2)
     during = await _scrape(harness)
     assert _value(during, "pstn_bridge_active_calls") == 1
@@ -88,6 +119,7 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
         during, "pstn_bridge_srtp_dropped_packets_total", leg="gateway", reason="auth_failed"
     )
     assert forged == 5  # read live from the call's gateway leg
+    assert _srtp_drops(during, "replayed") == 3
     record = bridged.record.as_dict()
     assert await call.hangup() == 200
     await harness.idle()
@@ -101,10 +133,8 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
     assert _value(after, "pstn_bridge_calls_ended_total", reason="caller-hangup") == 1
     assert _value(after, "pstn_bridge_calls_ended_total", reason="policy-refused") == 1
     # the finished call's counters are kept, not dropped nor counted twice
-    assert (
-        _value(after, "pstn_bridge_srtp_dropped_packets_total", leg="gateway", reason="auth_failed")
-        == 5
-    )
+    assert _srtp_drops(after, "auth_failed") == 5
+    assert _srtp_drops(after, "replayed") == 3
     legs = {leg["leg"]: leg for leg in record["legs"]}
     gateway, webrtc = legs["gateway"], legs["webrtc"]
     assert (
