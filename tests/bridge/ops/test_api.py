@@ -210,7 +210,7 @@ async def test_bad_input_gets_400_404_and_401_without_logging_the_token(
 
 
 async def test_a_flood_is_rate_limited_per_token_and_per_source(ops_bridge: Any) -> None:
-    harness: OpsHarness = await ops_bridge(ops={"requests_per_second": 1.0, "burst": 5})
+    harness: OpsHarness = await ops_bridge(ops={"requests_per_second": 0.1, "burst": 5})
     api = harness.ops
     document = await _document(api)
     statuses = []
@@ -219,9 +219,9 @@ async def test_a_flood_is_rate_limited_per_token_and_per_source(ops_bridge: Any)
         statuses.append(status)
         if status == 429:
             check(document, "/api/calls", 429, body)
-            assert int(response.headers["Retry-After"]) >= 1
+            assert 1 <= int(response.headers["Retry-After"]) <= 10
     assert statuses[:5] == [200] * 5
-    assert 6 <= statuses.count(429) <= 7  # 12 requests, burst 5, at most ~1 refilled
+    assert statuses.count(429) in (6, 7)  # 12 requests, burst 5, a refill takes 10 s
     # wrong tokens spend their source address's bucket, not the token's
     bad = [(await api.get("/api/calls", token="x" * 20))[0] for _ in range(8)]
     assert bad[:5] == [401] * 5 and bad.count(429) >= 2
