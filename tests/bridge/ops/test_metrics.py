@@ -112,8 +112,9 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
         for _ in range(3):
             attacker.sendto(genuine, ("127.0.0.1", gateway_port))
-    await asyncio.sleep(0.2)
-    during = await _scrape(harness)
+    async with asyncio.timeout(5):  # the datagrams are handled as the loop gets to them
+        while _srtp_drops(during := await _scrape(harness), "replayed") != 3:
+            await asyncio.sleep(0.05)
     assert _value(during, "pstn_bridge_active_calls") == 1
     forged = _value(
         during, "pstn_bridge_srtp_dropped_packets_total", leg="gateway", reason="auth_failed"
