@@ -113,7 +113,7 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
         for _ in range(3):
             attacker.sendto(genuine, ("127.0.0.1", gateway_port))
     async with asyncio.timeout(5):  # the datagrams are handled as the loop gets to them
-        while _srtp_drops(during := await _scrape(harness), "replayed") != 3:
+        while _srtp_drops(during := await _scrape(harness), "replayed") != 3:  # noqa: ASYNC110 - bounded poll
             await asyncio.sleep(0.05)
     assert _value(during, "pstn_bridge_active_calls") == 1
     forged = _value(
