@@ -165,6 +165,22 @@ async def test_a_call_is_seen_live_then_finished_with_its_events_and_stream(
     assert TOKEN not in caplog.text
 
 
+async def test_the_document_describes_exactly_the_routes_served(ops_bridge: Any) -> None:
+    harness: OpsHarness = await ops_bridge()
+    document = await _document(harness.ops)
+    served = {
+        resource.canonical
+        for resource in harness.running.http_runner.app.router.resources()
+        if resource.canonical.startswith(("/api/", "/metrics", "/healthz", "/readyz"))
+    }
+    assert served == set(document["paths"])
+    for route, item in document["paths"].items():
+        public = item["get"].get("security") == []
+        assert public == (route in ("/healthz", "/readyz", "/api/openapi.json")), route
+        if not public:
+            assert {"401", "429"} <= set(item["get"]["responses"]), route
+
+
 async def test_bad_input_gets_400_404_and_401_without_logging_the_token(
     ops_bridge: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
