@@ -19,8 +19,8 @@ API are fed), and the body of every HTTP response a test client reads (the ops A
 the end, :func:`scan` looks for every secret (as text, base64 and hex) in those captures
 and in every file under the session's temporary directory (SQLite databases, spill files,
 PostgreSQL's data directory, broker state, logs), except the files that are the secret's
-own home (private key files, ``digest.secret``, ``ops-token``, the users database, which
-holds HA1s by design).
+own home (private key files, ``digest.secret``, ``ops-token``); the SQLite database
+(users and CDRs in one file) may hold HA1s, by design, and nothing else secret.
 
 A third-party peer's working directory (SIPp's message log and scenarios, baresip's
 log: they print their own keys and digest exchanges by design) is not the bridge's
@@ -51,7 +51,8 @@ _TOKEN = re.compile(rb"[A-Za-z0-9+/=_-]{12,}")
 _PEM_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\s+(.+?)-----END [A-Z ]*PRIVATE KEY-----", re.S
 )
-_SECRET_HOMES = ("digest.secret", "ops-token", "bridge.db", "bridge.db-journal", "bridge.db-wal")
+_HA1_HOMES = ("bridge.db", "bridge.db-journal", "bridge.db-wal", "users.db")
+"""The user database holds HA1s by design; it is still scanned for every other secret."""
 
 
 PEER_MARKER = ".third-party-peer"
@@ -109,11 +110,15 @@ class Finding:
         return f"a {self.kind} in {self.where}"
 
 
-def find(secrets: Secrets, data: bytes, where: str) -> list[Finding]:
-    """Every secret of ``secrets`` that occurs in ``data`` (one finding per kind)."""
+def find(
+    secrets: Secrets, data: bytes, where: str, allowed: frozenset[str] = frozenset()
+) -> list[Finding]:
+    """Every secret of ``secrets`` (but ``allowed`` kinds) in ``data``, one finding per kind."""
     index: dict[bytes, str] = {}
     odd: list[tuple[bytes, str]] = []
     for kind, values in secrets.by_kind.items():
+        if kind in allowed:
+            continue
         for value in values:
             if _TOKEN.fullmatch(value):
                 index[value] = kind
@@ -172,8 +177,6 @@ def register_files(secrets: Secrets, root: Path) -> set[Path]:
         elif path.name == "ops-token":
             secrets.add_text("ops token", path.read_text(errors="replace").strip())
             homes.add(path)
-        elif path.name in _SECRET_HOMES:
-            homes.add(path)
     return homes
 
 
@@ -187,7 +190,8 @@ def scan_files(secrets: Secrets, root: Path, skip: set[Path]) -> list[Finding]:
             data = path.read_bytes()
         except OSError:
             continue
-        findings += find(secrets, data, str(path))
+        allowed = frozenset({"digest HA1"}) if path.name in _HA1_HOMES else frozenset()
+        findings += find(secrets, data, str(path), allowed)
     return findings
 
 

@@ -18,8 +18,9 @@ address with ``server_name = "carrier-sim"``, ``mosquitto`` -> ``localhost``, ``
 -> the test cluster; no DNS here), and the broker listens on a free port. Then the compose
 health checks of the bridge and the simulator (their commands, CA path mapped) must pass, the
 bridge's trunk must come up over TLS to the simulator by its certificate name, the README's
-``pstn-bridge calls --config ... --url https://127.0.0.1:8443`` must work, the bridge's retained ``online`` status must reach an ops subscriber through the broker's ACL,
-and the store's tables and the demo user must be in PostgreSQL.
+``pstn-bridge calls --config ... --url https://127.0.0.1:8443`` must work, the bridge's
+retained ``online`` status must reach an ops subscriber through the broker's ACL, and the
+store's tables and the demo user must be in PostgreSQL.
 
 Not exercised (needs a container engine): the images, Docker's networks and published
 ports, the non-root users and group_add, the postgres and mosquitto images' entrypoints, and

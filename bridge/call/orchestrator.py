@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import secrets
 import time
 import urllib.parse
 from collections import Counter, deque
@@ -181,9 +183,9 @@ class Orchestrator:
             exc.sip_status,
             exc,
         )
-        self.refused[str(exc.end_reason)] += 1
+        self.refused[exc.refusal] += 1
         record = SecurityRecord(
-            call_id=f"c-{request.call_id[:40]}",
+            call_id=new_call_id(request.call_id),
             direction="outbound",
             from_party=user,
             to_party=_dialed(request)[:32],
@@ -301,7 +303,7 @@ class Orchestrator:
         policy = refused.policy or f"sip-{refused.status_code}"
         self.refused[policy] += 1
         record = SecurityRecord(
-            call_id=f"c-{refused.call_id[:40]}",
+            call_id=new_call_id(refused.call_id),
             direction="inbound",
             from_party=(refused.caller or "")[:32] or None,
             to_party=(refused.did or "")[:32] or None,
@@ -377,7 +379,7 @@ class Orchestrator:
         trunk: str | None = None,
     ) -> Call:
         """A new call with its record and (not yet opened) media, counted as active."""
-        call_id = f"c-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{sip_call_id[:12]}"
+        call_id = new_call_id(sip_call_id)
         record = SecurityRecord(
             call_id=call_id,
             direction=direction,
@@ -502,6 +504,20 @@ def _most_telling(failures: list[CallFailedError]) -> CallFailedError:
     return CallFailedError(
         "nobody answered", failure=CallFailure.NO_ANSWER, status_code=480, reason="no answer"
     )
+
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def new_call_id(sip_call_id: str) -> str:
+    """A bridge call id: unique, safe in URLs and MQTT topics, traceable to the SIP Call-ID.
+
+    ``c-<UTC time>-<first 12 safe characters of the Call-ID>-<random>``: the random part
+    keeps a retried INVITE (same Call-ID) or two calls in one second apart.
+    """
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    prefix = _ID_UNSAFE.sub("", sip_call_id)[:12] or "x"
+    return f"c-{stamp}-{prefix}-{secrets.token_hex(3)}"
 
 
 def _dialed(request: SipRequest) -> str:

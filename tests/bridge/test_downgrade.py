@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -270,7 +271,8 @@ async def test_carrier_invite_offering_only_plain_rtp_is_refused_488_and_recorde
     assert response.status_code == 488
 
     record = only_final(harness.sink)
-    assert record["call_id"] == f"c-{call_id}"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "", call_id)[:12]
+    assert re.fullmatch(rf"c-\d{{14}}-{re.escape(safe)}-[0-9a-f]{{6}}", record["call_id"])
     assert record["direction"] == "inbound" and record["to"] == DID
     assert [r["reason"] for r in record["policy_refusals"]] == ["plain-rtp"]
     assert record["sip_status"] == 488 and record["end_reason"] == "encryption-refused"

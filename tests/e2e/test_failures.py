@@ -31,7 +31,7 @@ async def test_blocked_prefix_is_403_and_busy_is_486(
     ended = await wait_call_state(page, "ended", timeout=10)
     assert ended["code"] == 403 and ended["answeredAt"] is None, ended
     assert not bridge.carrier_sim.calls  # refused before any trunk was dialled
-    assert orchestrator.refused == {"policy-refused": 1}
+    assert orchestrator.refused == {"destination-blocked": 1}
     await wait_bridge_idle(bridge)
 
     await dial(page, NUMBER)

@@ -334,7 +334,7 @@ def _check_the_call(witness: Witness, seen: Observed) -> None:
     request_uri = re.search(r"^INVITE sip:([^@;>]+)@", invite.lstrip(), re.M)
     assert request_uri is not None
     # c-<UTC creation time>-<the browser's Call-ID, first 12>, created between dial and answer
-    made = re.fullmatch(r"c-(\d{14})-(.{1,12})", record["call_id"])
+    made = re.fullmatch(r"c-(\d{14})-([A-Za-z0-9._-]{1,12})-[0-9a-f]{6}", record["call_id"])
     assert made is not None and made[2] == call["callId"][:12], (record["call_id"], call)
     stamp = datetime.strptime(made[1] + "+0000", "%Y%m%d%H%M%S%z").timestamp()
     assert int(_iso(call["startedAt"])) <= stamp <= _iso(call["answeredAt"]), (record, call)
