@@ -19,8 +19,9 @@ API are fed), and the body of every HTTP response a test client reads (the ops A
 the end, :func:`scan` looks for every secret (as text, base64 and hex) in those captures
 and in every file under the session's temporary directory (SQLite databases, spill files,
 PostgreSQL's data directory, broker state, logs), except the files that are the secret's
-own home (private key files, ``digest.secret``, ``ops-token``); the SQLite database
-(users and CDRs in one file) may hold HA1s, by design, and nothing else secret.
+own home (private key files, ``digest.secret``, ``ops-token``); databases (SQLite files,
+PostgreSQL data directories: the user store keeps HA1s there by design) are scanned for
+every other secret.
 
 A third-party peer's working directory (SIPp's message log and scenarios, baresip's
 log: they print their own keys and digest exchanges by design) is not the bridge's
@@ -51,8 +52,14 @@ _TOKEN = re.compile(rb"[A-Za-z0-9+/=_-]{12,}")
 _PEM_KEY = re.compile(
     rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\s+(.+?)-----END [A-Z ]*PRIVATE KEY-----", re.S
 )
-_HA1_HOMES = ("bridge.db", "bridge.db-journal", "bridge.db-wal", "users.db")
-"""The user database holds HA1s by design; it is still scanned for every other secret."""
+_SQLITE = b"SQLite format 3\x00"
+
+
+def _database_file(path: Path, data: bytes) -> bool:
+    """An SQLite database or a file of a PostgreSQL data directory (user stores hold HA1s)."""
+    if data.startswith(_SQLITE) or path.name.endswith(("-journal", "-wal")):
+        return True
+    return any((parent / "PG_VERSION").is_file() for parent in path.parents)
 
 
 PEER_MARKER = ".third-party-peer"
@@ -190,7 +197,7 @@ def scan_files(secrets: Secrets, root: Path, skip: set[Path]) -> list[Finding]:
             data = path.read_bytes()
         except OSError:
             continue
-        allowed = frozenset({"digest HA1"}) if path.name in _HA1_HOMES else frozenset()
+        allowed = frozenset({"digest HA1"}) if _database_file(path, data) else frozenset()
         findings += find(secrets, data, str(path), allowed)
     return findings
 

@@ -109,9 +109,10 @@ def test_the_user_database_may_hold_ha1s_and_nothing_else(outside: Path) -> None
     seen = Secrets()
     seen.add_text("digest HA1", "cd" * 32)
     seen.add_text("digest password", "Pa55word-long-enough")
-    (outside / "bridge.db").write_bytes(b"\x00users\x00" + b"cd" * 32 + b"\x00")
+    sqlite = b"SQLite format 3\x00"
+    (outside / "users-1.db").write_bytes(sqlite + b"\x00users\x00" + b"cd" * 32 + b"\x00")
     assert scan_files(seen, outside, set()) == []
-    (outside / "bridge.db").write_bytes(b"\x00cdr\x00Pa55word-long-enough\x00" + b"cd" * 32)
+    (outside / "users-1.db").write_bytes(sqlite + b"\x00Pa55word-long-enough\x00" + b"cd" * 32)
     assert [f.kind for f in scan_files(seen, outside, set())] == ["digest password"]
     (outside / "cdr-spill.jsonl").write_text("cd" * 32)
     kinds = sorted(f.kind for f in scan_files(seen, outside, set()))

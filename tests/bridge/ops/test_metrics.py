@@ -132,7 +132,7 @@ async def test_metrics_count_calls_legs_refusals_and_srtp_failures(ops_bridge: A
     after = await _scrape(harness)
     assert _value(after, "pstn_bridge_active_calls") == 0
     assert _value(after, "pstn_bridge_calls_ended_total", reason="caller-hangup") == 1
-    assert _value(after, "pstn_bridge_calls_ended_total", reason="destination-blocked") == 1
+    assert _value(after, "pstn_bridge_calls_ended_total", reason="policy-refused") == 1
     # the finished call's counters are kept, not dropped nor counted twice
     assert _srtp_drops(after, "auth_failed") == 5
     assert _srtp_drops(after, "replayed") == 3
