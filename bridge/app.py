@@ -1,10 +1,13 @@
 """Composition root: settings in, running listeners out.
 
 Theory of operation: the only module that imports everything. :func:`start` maps the
-validated :class:`~bridge.settings.Settings` to each package's own configuration
-objects (TLS contexts, endpoint configs, the digest server), starts the SIP-over-TLS
-listener and the HTTPS server (root page with HSTS, SIP over secure WebSocket), and
-returns a :class:`RunningBridge` to stop them. :func:`serve` runs until SIGINT/SIGTERM.
+validated :class:`~bridge.settings.Settings` to each package's own configuration objects
+(TLS contexts, endpoint configs, the digest server, the store, the MQTT publisher, the ops
+API), starts the SIP-over-TLS listener and the HTTPS server (dialer and ops pages with
+HSTS, SIP over secure WebSocket, the ops API), and returns a :class:`RunningBridge` to stop
+them. :func:`serve` runs until SIGINT/SIGTERM. Start-up support shared with the simulator
+command lives in :mod:`bridge.launch`, the carrier simulator command in
+:mod:`bridge.sim_command`.
 """
 
 from __future__ import annotations
@@ -12,13 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -26,13 +26,8 @@ from sip_gateway.aio.endpoint import SipEndpointConfig
 from sip_gateway.aio.stream import SipTlsServer
 from sip_gateway.aio.websocket import SipWebSocketService
 from sip_gateway.carrier_sim import (
-    CarrierSimConfig,
     CarrierSimulator,
-    SimMode,
-    WavFormatError,
-    run_carrier_sim,
 )
-from sip_gateway.devcerts import ensure_dev_pki
 from sip_gateway.tls import (
     ClientAuth,
     TlsClientConfig,
@@ -42,7 +37,6 @@ from sip_gateway.tls import (
 )
 from sip_gateway.trunk import (
     CallerIdRules,
-    CallFailedError,
     TrunkConfig,
     TrunkGateway,
     TrunkStatusChanged,
@@ -52,6 +46,13 @@ from .auth import AuthGuard, AuthGuardConfig, BrowserAuth
 from .call.browser import BrowserProfile
 from .call.orchestrator import Orchestrator, OrchestratorConfig
 from .events import MqttConfig, MqttPublisher
+from .launch import (
+    StartupError,
+    configure_logging,
+    digest_secret,
+    run_until_signal,
+    tls_material,
+)
 from .media.pipeline import PipelineConfig
 from .media.transcode import OpusEncoderConfig
 from .media.webrtc_leg import WebRtcLegConfig
@@ -60,13 +61,20 @@ from .ops.api import OpsApi, OpsApiConfig
 from .ops.records import OpsSources
 from .registrar import Registrar
 from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig
-from .settings import CarrierSimSettings, Settings, TrunkSettings
+from .settings import Settings, TrunkSettings
 from .signaling import Signaling
+from .sim_command import (
+    OutboundSimCall,
+    carrier_sim_config,
+    run_carrier_sim_command,
+    start_carrier_sim,
+)
 from .store import CallStore, CallStoreError, StoreConfig
 from .users import Ha1Cache, UserStore, UserStoreError, ensure_demo_user, sqlite_url
 from .web import HttpsSite, start_https
 
 __all__ = [
+    "OutboundSimCall",
     "RunningBridge",
     "StartupError",
     "carrier_sim_config",
@@ -77,10 +85,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("bridge.app")
-
-
-class StartupError(Exception):
-    """The bridge cannot start (certificates, ports); the message says what to fix."""
 
 
 @dataclass(slots=True)
@@ -131,7 +135,7 @@ async def serve(settings: Settings) -> None:
     Raises:
         StartupError: a listener or the certificates could not be set up.
     """
-    _configure_logging(settings)
+    configure_logging(settings)
     running = await start(settings)
     log.info(
         "listening: SIP over TLS on %s:%d, HTTPS and WSS on https://%s:%d/ (WebSocket %s)",
@@ -143,7 +147,7 @@ async def serve(settings: Settings) -> None:
     )
     _print_welcome(settings, running)
     try:
-        await _until_signal(asyncio.Event().wait())
+        await run_until_signal(asyncio.Event().wait())
     finally:
         log.info("stopping")
         await running.close()
@@ -164,12 +168,6 @@ def _print_welcome(settings: Settings, running: RunningBridge) -> None:
     if running.ops_token_file is not None:
         lines.append(f"ops API token (bearer): in {running.ops_token_file}")
     print("\n".join(lines), flush=True)  # the console, never the log: it holds a password
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 async def start(settings: Settings) -> RunningBridge:
@@ -211,7 +209,7 @@ async def start(settings: Settings) -> RunningBridge:
     limits = settings.limits
     auth = BrowserAuth.for_realm(
         settings.sip.realm,
-        _digest_secret(var_dir),
+        digest_secret(var_dir),
         ha1_lookup=users.lookup,
         random_bytes=secrets.token_bytes,
         guard=AuthGuard(
@@ -270,7 +268,7 @@ async def start(settings: Settings) -> RunningBridge:
             f"cannot listen for HTTPS on {settings.http.listen_host}:{settings.http.listen_port}: "
             f"{exc.strerror or exc}"
         ) from exc
-    simulator = await _start_carrier_sim(settings, cert, key, ca)
+    simulator = await start_carrier_sim(settings, cert, key, ca)
     gateway.start()
     call_store.start()
     if publisher is not None:
@@ -427,55 +425,6 @@ def _orchestrator(
     )
 
 
-async def _start_carrier_sim(
-    settings: Settings, cert: Path, key: Path, ca: Path | None
-) -> CarrierSimulator | None:
-    if not settings.carrier_sim.enabled:
-        return None
-    simulator = CarrierSimulator(carrier_sim_config(settings.carrier_sim, cert, key, ca))
-    try:
-        await simulator.start()
-    except (OSError, ValueError, TlsPolicyError) as exc:
-        raise StartupError(f"cannot start the carrier simulator: {exc}") from exc
-    log.info(
-        "carrier simulator (%s) on %s:%d",
-        settings.carrier_sim.mode,
-        settings.carrier_sim.listen_host,
-        simulator.port,
-    )
-    return simulator
-
-
-def carrier_sim_config(
-    sim: CarrierSimSettings, cert: Path, key: Path, ca: Path | None
-) -> CarrierSimConfig:
-    """Map the simulator's settings to its own configuration object.
-
-    Raises:
-        ValueError: an option the simulator refuses.
-    """
-    return CarrierSimConfig(
-        listen_host=sim.listen_host,
-        listen_port=sim.listen_port,
-        certificate=cert,
-        private_key=key,
-        ca_file=ca,
-        mode=SimMode(sim.mode),
-        play_file=sim.play_file,
-        tone_hz=sim.tone_hz,
-        announcement=sim.announcement,
-        early_media=sim.early_media,
-        ring_time=sim.ring_time,
-        no_answer_timeout=sim.no_answer_timeout,
-        record_dir=sim.record_dir,
-        dtmf_to_send=sim.dtmf_to_send,
-        dtmf_delay=sim.dtmf_delay,
-        hangup_after=sim.hangup_after,
-        media_host=sim.media_host,
-        media_port_range=sim.media_port_range,
-    )
-
-
 def _trunk_configs(settings: Settings, dev_ca: Path | None) -> list[TrunkConfig]:
     """Map the trunk settings to the gateway's own configuration objects.
 
@@ -533,108 +482,3 @@ def _mqtt_publisher(settings: Settings, dev_ca: Path | None) -> MqttPublisher | 
 
 def _log_trunk_status(event: TrunkStatusChanged) -> None:
     log.info("trunk %s is %s", event.trunk, event.status.value)
-
-
-def tls_material(settings: Settings) -> tuple[Path, Path, Path | None]:
-    """Certificate chain, key and CA file of the bridge (a generated dev PKI when unset).
-
-    Raises:
-        StartupError: only one of cert_file/key_file is set, or the dev PKI cannot be written.
-    """
-    tls = settings.tls
-    if tls.cert_file is not None and tls.key_file is not None:
-        return tls.cert_file, tls.key_file, tls.ca_file
-    if tls.cert_file is not None or tls.key_file is not None:
-        raise StartupError("options tls.cert_file and tls.key_file must be set together")
-    try:
-        pki = ensure_dev_pki(settings.node.var_dir / "tls")
-    except OSError as exc:
-        raise StartupError(f"cannot write development certificates: {exc}") from exc
-    log.warning("using the development CA in %s: not for production", pki.ca_certificate.parent)
-    return pki.server_certificate, pki.server_key, tls.ca_file or pki.ca_certificate
-
-
-def _digest_secret(var_dir: Path) -> bytes:
-    """The nonce MAC key, kept across restarts so outstanding nonces stay valid."""
-    path = var_dir / "digest.secret"
-    try:
-        secret = path.read_bytes()
-        if len(secret) >= 32:
-            return secret
-    except FileNotFoundError:
-        pass
-    var_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    secret = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as out:
-        out.write(secret)
-    return secret
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboundSimCall:
-    """A call the stand-alone simulator places (``pstn-bridge carrier-sim --call``)."""
-
-    number: str
-    host: str
-    port: int
-    server_name: str | None = None
-    caller: str | None = None
-
-
-async def run_carrier_sim_command(settings: Settings, place: OutboundSimCall | None) -> int:
-    """Run ``pstn-bridge carrier-sim``: serve until SIGINT/SIGTERM, or place one call.
-
-    Returns:
-        the exit status: 0, or 1 when the placed call was not answered.
-
-    Raises:
-        StartupError: certificates, WAV or listener cannot be used.
-    """
-    _configure_logging(settings)
-    cert, key, ca = tls_material(settings)
-    try:
-        config = carrier_sim_config(settings.carrier_sim, cert, key, ca)
-        if place is None:
-            await _until_signal(run_carrier_sim(config))
-            return 0
-        async with CarrierSimulator(config) as simulator:
-            return await _place_call(simulator, place)
-    except (WavFormatError, TlsPolicyError, ValueError, OSError) as exc:
-        raise StartupError(f"carrier simulator: {exc}") from exc
-
-
-async def _place_call(simulator: CarrierSimulator, place: OutboundSimCall) -> int:
-    try:
-        call = await simulator.call(
-            place.number,
-            place.host,
-            place.port,
-            server_name=place.server_name,
-            caller=place.caller,
-        )
-    except CallFailedError as exc:
-        print(f"call to {place.number} failed: {exc.failure.value} ({exc.status_code})")
-        return 1
-    print(f"call to {place.number} answered (SRTP {call.suite}); hang up with Ctrl-C")
-    await _until_signal(call.wait_ended())
-    if call.end_reason is None:
-        await call.hangup()
-    print(f"call ended: {call.end_reason}; DTMF received: {''.join(call.digits) or '-'}")
-    return 0
-
-
-async def _until_signal(work: Coroutine[Any, Any, object]) -> None:
-    """Run ``work`` until it ends or SIGINT/SIGTERM arrives (then cancel it)."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not task.cancelled():
-            raise
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
