@@ -36,6 +36,7 @@ __all__ = [
     "BrokerView",
     "CallStoreReader",
     "OpsSources",
+    "QueueHealthView",
     "RecentCalls",
     "StoreHealthView",
     "merge_events",
@@ -51,16 +52,12 @@ MAX_EVENTS_PER_CALL = 256
 """Updates kept in memory per call (the rest are in the store)."""
 
 
-class StoreHealthView(Protocol):
-    """What the readiness check and the metrics read of ``bridge.store.StoreHealth``."""
-
-    @property
-    def state(self) -> str:
-        """``ok``, ``degraded`` or ``down``."""
+class QueueHealthView(Protocol):
+    """What the readiness check and the metrics read of a writer's bounded queue."""
 
     @property
     def queue_depth(self) -> int:
-        """Updates waiting to be written."""
+        """Updates waiting."""
 
     @property
     def queue_capacity(self) -> int:
@@ -68,15 +65,23 @@ class StoreHealthView(Protocol):
 
     @property
     def dropped(self) -> int:
-        """Updates dropped (the queue was full)."""
+        """Updates lost (the store counts only what its spill file could not take)."""
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last write or connection failed (no secret)."""
+
+
+class StoreHealthView(QueueHealthView, Protocol):
+    """What is read of ``bridge.store.StoreHealth``."""
+
+    @property
+    def state(self) -> str:
+        """``ok``, ``degraded`` or ``down``."""
 
     @property
     def spilled(self) -> int:
         """Records written to the spill file."""
-
-    @property
-    def last_error(self) -> str | None:
-        """Why the last write failed (no secret)."""
 
 
 class CallStoreReader(Protocol):
@@ -97,7 +102,7 @@ class CallStoreReader(Protocol):
         """The writer's state."""
 
 
-class BrokerHealthView(Protocol):
+class BrokerHealthView(QueueHealthView, Protocol):
     """What is read of ``bridge.events.PublisherHealth``."""
 
     @property
@@ -105,24 +110,8 @@ class BrokerHealthView(Protocol):
         """A broker connection is up."""
 
     @property
-    def queue_depth(self) -> int:
-        """Updates waiting."""
-
-    @property
-    def queue_capacity(self) -> int:
-        """The queue's bound."""
-
-    @property
-    def dropped(self) -> int:
-        """Updates dropped."""
-
-    @property
     def published(self) -> int:
         """Messages acknowledged."""
-
-    @property
-    def last_error(self) -> str | None:
-        """Why the last connection failed."""
 
 
 class BrokerView(Protocol):

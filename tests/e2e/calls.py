@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 from playwright.async_api import Page
 
+from tests.interop.peer_baresip import Baresip
+
 from .browser import best_correlation, browser_stats, read_wav_8k
-from .conftest import E2EBridge
+from .conftest import BridgeFactory, E2EBridge
 
 __all__ = [
     "DTLS_VERSIONS",
@@ -43,6 +45,7 @@ __all__ = [
     "AudioSamples",
     "aligned_correlation",
     "assert_speech",
+    "bridge_to_baresip",
     "call_tasks",
     "sample_inbound_audio",
     "srtp_profile",
@@ -263,3 +266,19 @@ async def wait_bridge_idle(bridge: E2EBridge, *, timeout: float = 5.0) -> None:
             f"left behind after {timeout} s: calls {list(orchestrator.calls)}, "
             f"tasks {call_tasks()}, UDP sockets {udp_sockets()}"
         ) from None
+
+
+async def bridge_to_baresip(bridge_factory: BridgeFactory, gateway: Baresip, ca: Path) -> E2EBridge:
+    """A bridge whose one trunk is the baresip ``gateway`` (no carrier simulator)."""
+    return await bridge_factory(
+        trunks=[
+            {
+                "name": "baresip",
+                "host": "127.0.0.1",
+                "port": gateway.tls_port,
+                "ca_file": ca,
+                "allowed_sources": ["127.0.0.1/32"],
+            }
+        ],
+        carrier_sim={"enabled": False},
+    )

@@ -25,7 +25,7 @@ from tests.interop.peers import wait_log
 from tests.pki import Pki
 
 from .browser import dial, hang_up, open_and_register, read_state, wait_call_state, wait_state
-from .calls import assert_speech, sample_inbound_audio, wait_bridge_idle
+from .calls import assert_speech, bridge_to_baresip, sample_inbound_audio, wait_bridge_idle
 from .conftest import USERS, BridgeFactory
 
 pytestmark = pytest.mark.interop
@@ -42,18 +42,7 @@ async def test_opus_call_to_baresip_with_mandatory_srtp_carries_the_speech(
     mic_wav: Path,
 ) -> None:
     gateway = baresip("gw", NUMBER, tone_hz=440.0, tone_s=30.0)
-    bridge = await bridge_factory(
-        trunks=[
-            {
-                "name": "baresip",
-                "host": "127.0.0.1",
-                "port": gateway.tls_port,
-                "ca_file": pki.ca,
-                "allowed_sources": ["127.0.0.1/32"],
-            }
-        ],
-        carrier_sim={"enabled": False},
-    )
+    bridge = await bridge_to_baresip(bridge_factory, gateway, pki.ca)
     ctrl = await gateway.ctrl()
     page = await open_and_register(chromium, bridge.base_url, "alice", USERS["alice"])
     await dial(page, NUMBER)

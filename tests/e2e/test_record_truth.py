@@ -79,7 +79,13 @@ from tests.interop.peers import wait_log
 from tests.pki import Pki
 
 from .browser import dial, hang_up, open_and_register, wait_call_state
-from .calls import DTLS_VERSIONS, sample_inbound_audio, srtp_profile, wait_bridge_idle
+from .calls import (
+    DTLS_VERSIONS,
+    bridge_to_baresip,
+    sample_inbound_audio,
+    srtp_profile,
+    wait_bridge_idle,
+)
 from .conftest import USERS, BridgeFactory
 from .wire import dtls_handshake, srtp_packets, tls_server_hellos
 
@@ -259,18 +265,7 @@ async def test_every_field_of_the_record_matches_an_independent_observation(
 ) -> None:
     with LoopbackCapture(tcp=True) as capture:
         gateway = baresip("gw", NUMBER, tone_hz=440.0, tone_s=30.0)
-        bridge = await bridge_factory(
-            trunks=[
-                {
-                    "name": "baresip",
-                    "host": "127.0.0.1",
-                    "port": gateway.tls_port,
-                    "ca_file": pki.ca,
-                    "allowed_sources": ["127.0.0.1/32"],
-                }
-            ],
-            carrier_sim={"enabled": False},
-        )
+        bridge = await bridge_to_baresip(bridge_factory, gateway, pki.ca)
         sink = RecordingSink()
         bridge.running.orchestrator.journal.add_sink(sink)
         ctrl = await gateway.ctrl()
