@@ -134,6 +134,8 @@ class SipConnection:
             if isinstance(message, SipRequest):
                 validate_request(message, supported_extensions=self.config.supported_extensions)
                 self._stamp_via(message)
+            else:
+                _check_response(message)
         except RemoteProtocolError as exc:
             self._reject(frame or b"", exc, fatal=False, message=message)
             return
@@ -272,6 +274,17 @@ class SipConnection:
     def _check_open(self) -> None:
         if self.closed:
             raise LocalProtocolError("the connection is closed")
+
+
+def _check_response(response: SipResponse) -> None:
+    """The headers a client transaction matches a response on, present once and well formed.
+
+    A response failing this is discarded (RFC 3261 18.1.2), never answered.
+
+    Raises:
+        RemoteProtocolError: 400, naming the header.
+    """
+    _ = response.top_via, response.cseq, response.call_id, response.from_addr, response.to_addr
 
 
 def _raw_error_response(frame: bytes, exc: RemoteProtocolError) -> bytes | None:

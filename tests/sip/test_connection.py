@@ -123,3 +123,42 @@ def test_invalid_ack_is_never_answered() -> None:
     (rejected,) = [e for e in _events(conn) if isinstance(e, MessageRejected)]
     assert (rejected.status_code, rejected.response_sent) == (400, False)
     assert conn.data_to_send() == b""
+
+
+def _response_lines(*drop: str, twice: str = "") -> bytes:
+    lines = [
+        "SIP/2.0 200 OK",
+        "Via: SIP/2.0/TLS 127.0.0.1:5070;branch=z9hG4bKfuzz1",
+        "From: <sips:alice@127.0.0.1>;tag=alice-tag",
+        "To: <sips:bob@127.0.0.1>;tag=bob-tag",
+        "Call-ID: call-1@test",
+        "CSeq: 1 OPTIONS",
+    ]
+    kept = [line for line in lines if line.split(":")[0] not in drop]
+    kept += [line for line in lines if line.startswith(f"{twice}:")] if twice else []
+    return ("\r\n".join([*kept, "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
+def test_responses_without_matching_headers_are_dropped_not_raised() -> None:
+    """Found by the fuzzer (tests/fuzz/regressions/sip_stream): a response whose CSeq was
+    repeated made the transaction layer's matching raise out of ``receive_data``."""
+    bad = [
+        _response_lines(twice="CSeq"),
+        _response_lines("Via"),
+        _response_lines("CSeq"),
+        _response_lines("Call-ID"),
+        _response_lines("From", "To"),
+    ]
+    for receive in ("receive_data", "receive_message"):
+        conn = _server()
+        conn.send_request(make_request("OPTIONS", br="z9hG4bKfuzz1"), 0.0)
+        conn.data_to_send()
+        for data in bad:
+            getattr(conn, receive)(data, 0.0)
+        rejected = [e for e in _events(conn) if isinstance(e, MessageRejected)]
+        assert [(r.status_code, r.response_sent, r.fatal) for r in rejected] == [
+            (400, False, False)
+        ] * len(bad)
+        assert conn.data_to_send() == b""
+        getattr(conn, receive)(_response_lines(), 0.0)
+        assert "ResponseReceived" in [type(e).__name__ for e in _events(conn)]
