@@ -292,6 +292,7 @@ def _parse_sr(count: int, body: bytes) -> RtcpPacket:
     end = 24 + 24 * count
     if len(body) < end:
         raise MalformedPacketError("RTCP SR shorter than its report blocks")
+    _check_extension(body, end)
     ssrc, ntp, rtp_ts, packets, octets = _SENDER_INFO.unpack_from(body)
     blocks = tuple(ReportBlock._unpack(body, 24 + 24 * i) for i in range(count))
     return SenderReport(
@@ -309,8 +310,18 @@ def _parse_rr(count: int, body: bytes) -> RtcpPacket:
     end = 4 + 24 * count
     if len(body) < end:
         raise MalformedPacketError("RTCP RR shorter than its report blocks")
+    _check_extension(body, end)
     blocks = tuple(ReportBlock._unpack(body, 4 + 24 * i) for i in range(count))
     return ReceiverReport(ssrc=_SSRC.unpack_from(body)[0], reports=blocks, extension=body[end:])
+
+
+def _check_extension(body: bytes, end: int) -> None:
+    """A report's profile-specific extension is whole 32-bit words (RFC 3550 6.4.1).
+
+    Only padding that is not a multiple of 4 can leave it ragged.
+    """
+    if (len(body) - end) % 4:
+        raise MalformedPacketError("RTCP report extension is not a whole number of words")
 
 
 def _parse_sdes(count: int, body: bytes) -> RtcpPacket:

@@ -137,6 +137,10 @@ def test_padding_on_the_last_packet_is_stripped():
         (bytes.fromhex("82ca0002 00000001 00000000"), "chunk"),
         (bytes.fromhex("81cb0002 00000001 05000000"), "reason"),
         (bytes.fromhex("82cb0001 00000001"), "source list"),
+        # found by the fuzzer (tests/fuzz/regressions/rtcp): padding that leaves a ragged
+        # report extension, which build_rtcp could not write back
+        (bytes.fromhex("a0c90002 00000007 00000003"), "whole number of words"),
+        (bytes.fromhex("a0c80007 00000007") + bytes(20) + bytes.fromhex("00000001"), "words"),
     ],
 )
 def test_malformed_rtcp_is_refused(data, why):
