@@ -50,6 +50,14 @@ bench: $(STAMP)
 	$(PY) -m tests.bench.transcode_bench
 	$(PY) -m tests.bench.call_bench
 
+# Coverage-guided fuzzing (tests/fuzz, README "Fuzzing"): every target for SECONDS seconds,
+# FUZZ_JOBS at a time; corpora, logs and crashes in var/fuzz/<target>/.
+SECONDS ?= 60
+FUZZ_JOBS ?= 2
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) -m tests.fuzz --seconds $(SECONDS) --jobs $(FUZZ_JOBS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
