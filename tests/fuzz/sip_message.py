@@ -1,11 +1,12 @@
 """Fuzz target: one SIP message as a datagram or WebSocket message (``parse_message``).
 
 Property: any bytes either raise :class:`RemoteProtocolError` or give a message whose
-typed accessors (Call-ID, CSeq, From, To, Via, Contact, Route, Require ...) and the UAS
-checks (``validate_request``) again raise nothing but :class:`RemoteProtocolError`; the
-header models re-parse from their own ``str()``; ``to_bytes()`` never refuses a parsed
-message and ``parse_message(m.to_bytes()) == m``; an error response built for a request
-parses back. Seeds: the RFC 4475 torture messages.
+typed accessors (Call-ID, CSeq, From, To, Via, Contact, Route, Require ...), digest
+challenges and credentials, and the UAS checks (``validate_request``) again raise nothing
+but :class:`RemoteProtocolError`; the header models, challenges and credentials re-parse
+from their own ``str()``; ``to_bytes()`` never refuses a parsed message and
+``parse_message(m.to_bytes()) == m``; an error response built for a request parses back.
+Seeds: the RFC 4475 torture messages and a digest REGISTER exchange.
 
 Run: ``python -m tests.fuzz.sip_message -max_total_time=60 [corpus_dir]``.
 """
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from tests.fuzz.harness import instrumented, main, rfc4475_messages
 
 with instrumented(__name__, "sip_gateway.sip"):
+    from sip_gateway.sip.auth_header import parse_challenge, parse_credentials
     from sip_gateway.sip.errors import RemoteProtocolError
     from sip_gateway.sip.headers import NameAddr, parse_cseq, parse_name_addr, parse_via
     from sip_gateway.sip.message import (
@@ -30,6 +32,12 @@ with instrumented(__name__, "sip_gateway.sip"):
     from sip_gateway.sip.uri import SipUri, parse_uri
 
 TARGET = "sip_message"
+_AUTH_PARSERS = {
+    "Authorization": parse_credentials,
+    "Proxy-Authorization": parse_credentials,
+    "WWW-Authenticate": parse_challenge,
+    "Proxy-Authenticate": parse_challenge,
+}
 _ACCESSORS = (
     "call_id",
     "cseq",
@@ -72,6 +80,7 @@ def exercise(message: SipMessage) -> None:
     for header in ("Require", "Supported", "Proxy-Require"):
         with contextlib.suppress(RemoteProtocolError):
             message.option_tags(header)
+    check_auth(message)
     if isinstance(message, SipRequest):
         check_model(message.uri)
         try:
@@ -79,6 +88,18 @@ def exercise(message: SipMessage) -> None:
         except RemoteProtocolError as exc:
             answer = build_response(message, exc.status_code, exc.reason, headers=exc.headers)
             assert parse_message(answer.to_bytes()) == answer, "error response does not re-parse"
+
+
+def check_auth(message: SipMessage) -> None:
+    """Challenges and credentials: RemoteProtocolError or a value that re-parses."""
+    for name, parse in _AUTH_PARSERS.items():
+        for value in message.headers.get_lines(name):
+            try:
+                parsed = parse(value)
+            except RemoteProtocolError:
+                continue
+            assert parse(str(parsed)) == parsed, f"{name} does not round-trip"
+            getattr(parsed, "nonce_count", None)
 
 
 def check_model(item: object) -> None:
@@ -94,11 +115,34 @@ def check_model(item: object) -> None:
         assert parse_cseq(text) == item, "CSeq does not round-trip"
 
 
+_DIGEST_EXCHANGE = (
+    "SIP/2.0 401 Unauthorized\r\n"
+    "Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK5516;received=192.0.2.7\r\n"
+    "From: <sip:alice@example.com>;tag=jt5g6\r\nTo: <sip:alice@example.com>;tag=s1\r\n"
+    "Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\n"
+    'WWW-Authenticate: Digest realm="example.com", nonce="bm9uY2UtMQ", qop="auth",'
+    ' algorithm=SHA-256, opaque="op1", stale=FALSE\r\n'
+    'WWW-Authenticate: Digest realm="example.com", nonce="bm9uY2UtMQ", qop="auth,auth-int"\r\n'
+    "Content-Length: 0\r\n\r\n",
+    "REGISTER sip:example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK5517;rport\r\n"
+    "Max-Forwards: 69\r\nFrom: <sip:alice@example.com>;tag=jt5g6\r\n"
+    "To: <sip:alice@example.com>\r\nCall-ID: reg-1\r\nCSeq: 2 REGISTER\r\n"
+    'Authorization: Digest algorithm=SHA-256, username="alice", realm="example.com",'
+    ' nonce="bm9uY2UtMQ", uri="sip:example.com", response="0f0f", qop=auth,'
+    ' cnonce="c1", nc=00000001, opaque="op1"\r\n'
+    "Contact: <sip:x1@df7jal23ls0d.invalid;transport=ws>;expires=600\r\n"
+    "Content-Length: 0\r\n\r\n",
+)
+
+
 def seeds() -> Iterator[bytes]:
-    """RFC 4475 messages, whole and as their header sections."""
+    """RFC 4475 messages, whole and as their header sections, and a digest exchange."""
     for message in rfc4475_messages():
         yield message
         yield message.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    for text in _DIGEST_EXCHANGE:
+        yield text.encode()
 
 
 if __name__ == "__main__":
