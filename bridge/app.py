@@ -28,6 +28,7 @@ from sip_gateway.aio.websocket import SipWebSocketService
 from sip_gateway.carrier_sim import (
     CarrierSimulator,
 )
+from sip_gateway.flood import FloodGuard, FloodGuardConfig
 from sip_gateway.tls import (
     ClientAuth,
     TlsClientConfig,
@@ -60,7 +61,7 @@ from .ops.access import load_token
 from .ops.api import OpsApi, OpsApiConfig
 from .ops.records import OpsSources
 from .registrar import Registrar
-from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig
+from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig, TrunkChannels
 from .settings import Settings, TrunkSettings
 from .signaling import Signaling
 from .sim_command import (
@@ -217,6 +218,8 @@ async def start(settings: Settings) -> RunningBridge:
                 max_failures=limits.auth_failures_before_block,
                 window=limits.auth_failure_window,
                 block_time=limits.auth_block_time,
+                delay_step=limits.auth_delay_step,
+                max_delay=max(limits.auth_max_delay, limits.auth_delay_step),
             )
         ),
     )
@@ -241,6 +244,12 @@ async def start(settings: Settings) -> RunningBridge:
     gateway.route = orchestrator.route_inbound
     gateway.on_refusal = orchestrator.inbound_refused
     signaling.orchestrator = orchestrator
+    signaling.flood = FloodGuard(
+        FloodGuardConfig(rate=limits.browser_request_rate, burst=limits.browser_request_burst)
+    )
+    gateway.flood = FloodGuard(
+        FloodGuardConfig(rate=limits.carrier_request_rate, burst=limits.carrier_request_burst)
+    )
     refresh = loop.create_task(users.run_refresh(store, USERS_REFRESH), name="users refresh")
     try:
         sip_server = await gateway.listen(
@@ -422,6 +431,7 @@ def _orchestrator(
         did_of=users.did_of,
         contacts=signaling.contacts,
         clock=clock,
+        channels=TrunkChannels({t.name: t.max_channels for t in settings.trunks}),
     )
 
 

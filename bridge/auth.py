@@ -31,6 +31,13 @@ the count: one known account must not buy unlimited guesses at others. Memory is
 past ``max_sources`` tracked sources the least recently failing one is forgotten. Time is
 an argument everywhere; the guard logs one line per block naming the source and the
 claimed user name, never the credentials.
+
+Before the block a guesser is slowed: :meth:`AuthGuard.delay` is how long the listener
+holds every authentication answer to a source with failures in the window (``delay_step``
+doubling per failure up to ``max_delay``); :class:`bridge.answer_delay.AnswerDelays` holds
+them without blocking the event loop. The delay depends on the source only, never on the
+user name, so it tells an enumerator nothing.
+
 """
 
 from __future__ import annotations
@@ -82,12 +89,19 @@ class AuthGuardConfig:
     """How long a blocked source is refused, in seconds."""
     max_sources: int = 10_000
     """Most sources tracked at once; the least recently failing is forgotten first."""
+    delay_step: float = 0.25
+    """Delay of the answers to a source after its first failure, in seconds; it doubles
+    with each further failure in the window (0: no slowing)."""
+    max_delay: float = 2.0
+    """Longest delay of an answer, in seconds."""
 
     def __post_init__(self) -> None:
         if self.max_failures < 1 or self.max_sources < 1:
             raise ValueError("max_failures and max_sources must be at least 1")
         if self.window <= 0 or self.block_time <= 0:
             raise ValueError("window and block_time must be positive")
+        if self.delay_step < 0 or self.max_delay < self.delay_step:
+            raise ValueError("delay_step must be >= 0 and max_delay >= delay_step")
 
 
 @dataclass(slots=True)
@@ -136,6 +150,22 @@ class AuthGuard:
         """Whether requests from ``source`` are refused at ``now``."""
         state = self._sources.get(source_key(source))
         return state is not None and state.blocked_until > now
+
+    def delay(self, source: str, now: float) -> float:
+        """How long to hold an authentication answer to ``source`` at ``now``.
+
+        Zero for a source without failures in the window and for a blocked one (its 403
+        goes at once: it costs nothing); otherwise ``delay_step`` doubled per further
+        failure, at most ``max_delay``. The same for every user name, known or not.
+        """
+        state = self._sources.get(source_key(source))
+        if state is None or state.blocked_until > now:
+            return 0.0
+        recent = sum(1 for at in state.failures if at > now - self._config.window)
+        if recent == 0:
+            return 0.0
+        step = self._config.delay_step * 2.0 ** min(recent - 1, 30)
+        return min(self._config.max_delay, step)
 
     def blocked_sources(self, now: float) -> list[str]:
         """The sources blocked at ``now`` (for the ops API)."""

@@ -59,6 +59,11 @@ class Registrar:
         self._auth = auth
         self._bindings: dict[str, dict[str, Binding]] = {}
 
+    @property
+    def auth(self) -> BrowserAuth:
+        """The browser authenticator (its guard slows and blocks guessers)."""
+        return self._auth
+
     def bindings(self, user: str, now: float) -> list[Binding]:
         """The live bindings of ``user``."""
         live = {k: b for k, b in self._bindings.get(user, {}).items() if b.expires_at > now}

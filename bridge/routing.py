@@ -32,11 +32,19 @@ Errors carry their wire meaning (``sip_status``, ``reason`` phrase) and the call
     +-- LimitExceededError
         +-- ConcurrentCallsError    403 Call limit reached      call-limit
         +-- CallRateError           403 Too many calls per minute  call-rate-limit
+    +-- TrunkChannelsError          503 Trunk channels busy     trunk-channel-limit
 
 The limits answer 403, not 486 or 503: 486 Busy Here says the *callee* is busy (a
 browser would show "busy" for a number nobody called) and 503 says the *server* is
 overloaded, which makes well-behaved clients fail over or retry after Retry-After; both
 hide a policy decision. 403 is "understood, refused"; the reason phrase says which limit.
+
+:class:`TrunkChannels` is the other kind of limit: what a carrier contract allows, the
+calls one trunk may carry at once, both directions together (``max_channels`` of each
+trunk). A call seizes a channel before it is dialled or answered and gives it back when
+it ends. Over the limit the refusal is 503 with the reason phrase ``Trunk channels busy``:
+here the server really is out of capacity, the caller did nothing wrong, and a carrier
+that gets 503 on an inbound call routes it elsewhere.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sip_gateway.trunk import normalize_e164
@@ -62,6 +71,8 @@ __all__ = [
     "DialPlanConfig",
     "LimitExceededError",
     "RoutingError",
+    "TrunkChannels",
+    "TrunkChannelsError",
 ]
 
 RATE_WINDOW = 60.0
@@ -125,6 +136,14 @@ class CallRateError(LimitExceededError):
 
     reason = "Too many calls per minute"
     end_reason = "call-rate-limit"
+
+
+class TrunkChannelsError(RoutingError):
+    """The trunk already carries ``max_channels`` calls."""
+
+    sip_status = 503
+    reason = "Trunk channels busy"
+    end_reason = "trunk-channel-limit"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,3 +305,57 @@ class CallLimits:
 def _expire(admitted: deque[float], now: float) -> None:
     while admitted and admitted[0] <= now - RATE_WINDOW:
         admitted.popleft()
+
+
+class TrunkChannels:
+    """Calls in progress per trunk, both directions, against each trunk's ``max_channels``."""
+
+    def __init__(self, limits: Mapping[str, int] | None = None) -> None:
+        """Create the counter.
+
+        Args:
+            limits: the most calls each trunk may carry at once; a trunk not named here
+                is not limited.
+
+        Raises:
+            ValueError: a limit is below 1.
+        """
+        self._limits = dict(limits or {})
+        if any(limit < 1 for limit in self._limits.values()):
+            raise ValueError("trunk channel limits must be at least 1")
+        self._in_use: dict[str, int] = dict.fromkeys(self._limits, 0)
+
+    def __repr__(self) -> str:
+        return f"TrunkChannels({self._in_use})"
+
+    def in_use(self, trunk: str) -> int:
+        """How many calls ``trunk`` carries now."""
+        return self._in_use.get(trunk, 0)
+
+    def limit(self, trunk: str) -> int | None:
+        """The channel limit of ``trunk`` (None: not limited)."""
+        return self._limits.get(trunk)
+
+    def seize(self, trunk: str) -> Callable[[], None]:
+        """Take a channel of ``trunk`` for a new call.
+
+        Returns:
+            The release function: gives the channel back (calling it again does nothing).
+
+        Raises:
+            TrunkChannelsError: the trunk carries its ``max_channels`` calls (503).
+        """
+        limit = self._limits.get(trunk)
+        used = self._in_use.get(trunk, 0)
+        if limit is not None and used >= limit:
+            raise TrunkChannelsError(f"trunk {trunk!r} carries {used} of {limit} calls")
+        self._in_use[trunk] = used + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._in_use[trunk] -= 1
+
+        return release

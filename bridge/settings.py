@@ -184,6 +184,7 @@ class TrunkSettings(_Section):
     session_expires: int = Field(default=1800, ge=90, le=86400)
     min_se: int = Field(default=90, ge=90, le=86400)
     refresh_method: Literal["INVITE", "UPDATE"] = "INVITE"
+    max_channels: int = Field(default=100, ge=1, le=100000)
 
     @model_validator(mode="after")
     def _pairs(self) -> TrunkSettings:
@@ -331,6 +332,10 @@ class DialPlanSettings(_Section):
         "+39899",
         "+882",
         "+883",
+        "+881",
+        "+870",
+        "+979",
+        "+4470",
     )
     trunk: str | None = None
 
@@ -343,6 +348,12 @@ class LimitsSettings(_Section):
     auth_failures_before_block: int = Field(default=5, ge=1, le=1000)
     auth_failure_window: Seconds = 60.0
     auth_block_time: Seconds = 300.0
+    auth_delay_step: float = Field(default=0.25, ge=0.0, le=10.0)
+    auth_max_delay: float = Field(default=2.0, ge=0.0, le=30.0)
+    browser_request_rate: float = Field(default=20.0, gt=0.0, le=100000.0)
+    browser_request_burst: int = Field(default=100, ge=1, le=1000000)
+    carrier_request_rate: float = Field(default=100.0, gt=0.0, le=100000.0)
+    carrier_request_burst: int = Field(default=400, ge=1, le=1000000)
 
 
 class LogSettings(_Section):

@@ -10,6 +10,11 @@ in-dialog requests of known dialogs (481 for unknown ones). Without an orchestra
 calls get 480. Every refused request is logged with the peer's address (malformed
 messages are logged by the transport that rejected them). An unexpected error while
 answering is logged and answered with 500; it never reaches the transport.
+
+Abuse: a new INVITE or REGISTER first passes the :class:`~sip_gateway.flood.FloodGuard`
+(``flood``; over its rate: 503 + Retry-After, no other work), and the answers refusing a
+REGISTER's credentials are held back as long as the brute-force guard says for the source
+(:class:`~bridge.answer_delay.AnswerDelays`), the same for every user name.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 from collections.abc import Callable
 
 from sip_gateway.aio.endpoint import SipEndpoint
+from sip_gateway.flood import FLOODED_METHODS, FloodGuard
 from sip_gateway.sip.errors import LocalProtocolError, RemoteProtocolError
 from sip_gateway.sip.events import (
     RequestReceived,
@@ -28,6 +34,7 @@ from sip_gateway.sip.events import (
 from sip_gateway.sip.message import SipRequest, SipResponse, build_response
 from sip_gateway.sip.uri import AbsoluteUri, SipUri
 
+from .answer_delay import AnswerDelays
 from .call.orchestrator import Orchestrator
 from .registrar import Registrar
 
@@ -36,6 +43,7 @@ __all__ = ["ALLOWED_METHODS", "Signaling"]
 log = logging.getLogger("bridge.signaling")
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE")
+_AUTH_REFUSALS = frozenset({400, 401, 403})
 _IN_DIALOG = frozenset({"BYE", "INFO", "UPDATE", "PRACK", "NOTIFY", "REFER", "MESSAGE"})
 
 
@@ -56,6 +64,10 @@ class Signaling:
         self._server_header = f"pstn-bridge ({node_id})"
         self.orchestrator: Orchestrator | None = None
         """Handles calls (set by the app once it exists)."""
+        self.flood: FloodGuard | None = None
+        """Rate limit of new INVITEs and REGISTERs per source address (None: none)."""
+        self.delays = AnswerDelays()
+        """Holds the REGISTER answers to sources the brute-force guard slows."""
         self._flows: dict[str, SipEndpoint] = {}
 
     def contacts(self, user: str) -> list[tuple[SipUri | AbsoluteUri, SipEndpoint]]:
@@ -83,6 +95,8 @@ class Signaling:
 
     def _request(self, endpoint: SipEndpoint, event: RequestReceived) -> None:
         request = event.request
+        if self._flooded(endpoint, event):
+            return
         if self.orchestrator is not None and self._to_calls(endpoint, event):
             return
         try:
@@ -97,10 +111,28 @@ class Signaling:
             response = build_response(request, 500)
         response.headers.add("Server", self._server_header)
         self._tag(response)
+        if request.method == "REGISTER" and response.status_code in _AUTH_REFUSALS:
+            delay = self._registrar.auth.guard.delay(endpoint.peer[0], self._clock())
+            self.delays.send(endpoint, event.transaction_id, response, delay)
+            return
         try:
             endpoint.send_response(event.transaction_id, response)
         except LocalProtocolError as exc:
             log.error("could not answer %s from %s:%d: %s", request.method, *endpoint.peer, exc)
+
+    def _flooded(self, endpoint: SipEndpoint, event: RequestReceived) -> bool:
+        """Answer 503 + Retry-After to a new INVITE/REGISTER over the source's rate."""
+        request = event.request
+        if self.flood is None or request.method not in FLOODED_METHODS or request.to_addr.tag:
+            return False
+        retry = self.flood.check(endpoint.peer[0], self._clock())
+        if retry is None:
+            return False
+        response = build_response(request, 503, headers=[("Retry-After", str(retry))])
+        self._tag(response)
+        with contextlib.suppress(LocalProtocolError):
+            endpoint.send_response(event.transaction_id, response)
+        return True
 
     def _to_calls(self, endpoint: SipEndpoint, event: RequestReceived) -> bool:
         """Hand INVITEs and in-dialog requests to the orchestrator; True when handled."""

@@ -47,10 +47,11 @@ from sip_gateway.trunk import (
     TrunkGateway,
 )
 
+from ..answer_delay import AnswerDelays
 from ..auth import AuthOk, BrowserAuth
 from ..media.pipeline import CallMedia, PipelineConfig, WebRtcPort
 from ..media.webrtc_leg import WebRtcLegError
-from ..routing import CallLimits, DialPlan, RoutingError
+from ..routing import CallLimits, DialPlan, RoutingError, TrunkChannels, TrunkChannelsError
 from ..security import SecurityRecord
 from .browser import (
     BrowserDialogs,
@@ -105,12 +106,15 @@ class Orchestrator:
         contacts: BrowserContacts,
         clock: Callable[[], float],
         journal: Journal | None = None,
+        channels: TrunkChannels | None = None,
     ) -> None:
         self.config = config
         self.gateway = gateway
         self.auth = auth
         self.dialplan = dialplan
         self.limits = limits
+        self.channels = channels if channels is not None else TrunkChannels()
+        self.delays = AnswerDelays()
         self.dialogs = BrowserDialogs()
         self.calls: dict[str, Call] = {}
         self.ended: Counter[str] = Counter()
@@ -128,9 +132,10 @@ class Orchestrator:
     def browser_invite(self, endpoint: SipEndpoint, tid: str, request: SipRequest) -> None:
         """A new INVITE from a browser (outside any dialog)."""
         peer = endpoint.peer[0]
-        outcome = self.auth.authenticate(request, source=peer, now=self._clock())
-        if isinstance(outcome, SipResponse):
-            endpoint.send_response(tid, outcome)
+        now = self._clock()
+        outcome = self.auth.authenticate(request, source=peer, now=now)
+        if isinstance(outcome, SipResponse):  # held back as the brute-force guard says
+            self.delays.send(endpoint, tid, outcome, self.auth.guard.delay(peer, now))
             return
         user = outcome.username
         try:
@@ -223,13 +228,31 @@ class Orchestrator:
             )
             self._refuse(endpoint, tid, request, user, refusal)
             return
+        try:
+            channel = self.channels.seize(self.config.trunk)
+        except RoutingError as exc:
+            self.limits.release(ticket)
+            refusal = CallRefusedError(
+                str(exc),
+                sip_status=exc.sip_status,
+                reason=exc.reason,
+                end_reason=EndReason.LIMIT_REACHED,
+                refusal=exc.end_reason,
+            )
+            self._refuse(endpoint, tid, request, user, refusal)
+            return
+
+        def release() -> None:
+            self.limits.release(ticket)
+            channel()
+
         call = self._new_call(
             "outbound",
             sip_call_id=request.call_id,
             user=user,
             parties=(user, number),
             endpoint=endpoint,
-            release=lambda: self.limits.release(ticket),
+            release=release,
             trunk=self.config.trunk,
         )
         call_id = call.call_id
@@ -315,6 +338,8 @@ class Orchestrator:
         self.journal.report(record, "started", {"direction": "inbound", "trunk": refused.trunk})
         self.journal.report(record, "refused", {"reason": policy, "status": refused.status_code})
         end = EndReason.ENCRYPTION_REFUSED if refused.status_code == 488 else EndReason.REJECTED
+        if policy == TrunkChannelsError.end_reason:
+            end = EndReason.LIMIT_REACHED
         record.freeze(str(end), refused.status_code)
         self.journal.report(record, "ended", {"reason": str(end)})
         self.recent_refusals.append(record)
@@ -338,13 +363,20 @@ class Orchestrator:
             )
             self.refused[str(EndReason.NO_BROWSER)] += 1
             return Reject(status_code=480)
+        trunk = carrier.host.config.name
+        try:
+            channel = self.channels.seize(trunk)
+        except RoutingError as exc:
+            log.warning("inbound call %s to %s refused: %s", carrier.call_id, carrier.did, exc)
+            self.inbound_refused(_channel_refusal(carrier, exc))
+            return Reject(status_code=exc.sip_status, reason=exc.reason)
         call = self._new_call(
             "inbound",
             sip_call_id=carrier.call_id,
             user=owner,
             parties=(carrier.caller, carrier.did),
             endpoint=None,
-            release=None,
+            release=channel,
             trunk=carrier.host.config.name,
         )
         carrier.on_event = call.gateway_event  # from now on its end ends the call
@@ -465,6 +497,7 @@ class Orchestrator:
 
     async def aclose(self) -> None:
         """Hang up every call (shutdown)."""
+        self.delays.close()
         calls = list(self.calls.values())
         for call in calls:
             with contextlib.suppress(Exception):
@@ -491,6 +524,22 @@ async def _first_answer(
         for future in waiting:
             future.cancel()
     raise _most_telling(failures)
+
+
+def _channel_refusal(carrier: InboundCall, exc: RoutingError) -> InviteRefused:
+    """The record of an inbound call refused for want of a trunk channel."""
+    endpoint = carrier.endpoint_or_fail
+    return InviteRefused(
+        trunk=carrier.host.config.name,
+        call_id=carrier.call_id,
+        caller=carrier.caller,
+        did=carrier.did,
+        peer="{}:{}".format(*endpoint.peer),
+        tls=endpoint.tls,
+        status_code=exc.sip_status,
+        policy=exc.end_reason,
+        detail=str(exc),
+    )
 
 
 def _most_telling(failures: list[CallFailedError]) -> CallFailedError:

@@ -36,6 +36,7 @@ from sip_gateway.aio import (
     SipTlsServer,
 )
 from sip_gateway.aio.endpoint import format_address
+from sip_gateway.flood import FLOODED_METHODS, FloodGuard
 from sip_gateway.sdp import KeySource
 from sip_gateway.sip.auth import DigestClient
 from sip_gateway.sip.dialog import DialogId
@@ -279,6 +280,8 @@ class TrunkGateway:
         self.on_status = on_status
         self.on_registration = on_registration
         self.on_refusal = on_refusal
+        self.flood: FloodGuard | None = None
+        """Rate limit of new INVITEs and REGISTERs per source (None: no limit)."""
         self.router = TrunkRouter(trunks)
         self._contact_host = contact_host
         self._user = user
@@ -433,6 +436,8 @@ class TrunkGateway:
             else:
                 endpoint.send_response(tid, build_response(request, 481))
             return
+        if self._flooded(endpoint, tid, request):
+            return
         trunk = trunk or self._accept(endpoint, request)
         if trunk is None:
             endpoint.send_response(
@@ -449,6 +454,19 @@ class TrunkGateway:
         else:
             status = 481 if request.method in ("BYE", "UPDATE", "INFO") else 405
             endpoint.send_response(tid, build_response(request, status, headers=[("Allow", ALLOW)]))
+
+    def _flooded(self, endpoint: SipEndpoint, tid: str, request: SipRequest) -> bool:
+        """Answer 503 + Retry-After to a new INVITE/REGISTER over the source's rate."""
+        if self.flood is None or request.method not in FLOODED_METHODS:
+            return False
+        retry = self.flood.check(endpoint.peer[0], asyncio.get_running_loop().time())
+        if retry is None:
+            return False
+        headers = [("Retry-After", str(retry))]
+        endpoint.send_response(
+            tid, build_response(request, 503, to_tag=self.token_source()[:12], headers=headers)
+        )
+        return True
 
     def _report_refusal(
         self, endpoint: SipEndpoint, request: SipRequest, trunk: Trunk, exc: RemoteProtocolError
