@@ -250,6 +250,7 @@ async def start(settings: Settings) -> RunningBridge:
     gateway.flood = FloodGuard(
         FloodGuardConfig(rate=limits.carrier_request_rate, burst=limits.carrier_request_burst)
     )
+    sources.browser_flood, sources.browser_delays = signaling.flood, signaling.delays
     refresh = loop.create_task(users.run_refresh(store, USERS_REFRESH), name="users refresh")
     try:
         sip_server = await gateway.listen(
@@ -454,7 +455,9 @@ def _trunk_configs(settings: Settings, dev_ca: Path | None) -> list[TrunkConfig]
 
 
 def _trunk_config(trunk: TrunkSettings, dev_ca: Path | None) -> TrunkConfig:
-    fields = trunk.model_dump(exclude={"caller_id", "password", "registration", "options_interval"})
+    fields = trunk.model_dump(
+        exclude={"caller_id", "password", "registration", "options_interval", "max_channels"}
+    )
     return TrunkConfig(
         **fields | {"ca_file": trunk.ca_file or dev_ca},
         password=trunk.password.get_secret_value() if trunk.password else None,

@@ -239,6 +239,7 @@ class BridgeMetrics:
         yield CounterMetricFamily(
             _P + "auth_blocks", "Source addresses blocked after failures", guard.blocks
         )
+        yield from self._abuse_metrics()
         handshakes = CounterMetricFamily(
             _P + "tls_handshake_refusals",
             "Inbound TLS handshakes refused on the SIP listener, by kind",
@@ -256,6 +257,35 @@ class BridgeMetrics:
             yield CounterMetricFamily(
                 _P + "ops_api_rate_limited", "Ops API requests refused 429", self.api.rate_limited
             )
+
+    def _abuse_metrics(self) -> Iterator[Metric]:
+        """Flood refusals per listener, held-back answers, trunk channels in use."""
+        sources = self.sources
+        limited = CounterMetricFamily(
+            _P + "flood_limited",
+            "New INVITEs/REGISTERs refused 503 by the per-source flood limit, by listener",
+            labels=["listener"],
+        )
+        for listener, guard in (("wss", sources.browser_flood), ("sip", sources.gateway.flood)):
+            if guard is not None:
+                limited.add_metric([listener], guard.limited)
+        yield limited
+        delayed = sources.orchestrator.delays.delayed
+        if sources.browser_delays is not None:
+            delayed += sources.browser_delays.delayed
+        yield CounterMetricFamily(
+            _P + "auth_answers_delayed",
+            "Authentication answers held back to slow a failing source",
+            delayed,
+        )
+        channels = GaugeMetricFamily(
+            _P + "trunk_channels_in_use",
+            "Calls each trunk carries now (both directions)",
+            labels=["trunk"],
+        )
+        for name in sorted(sources.gateway.trunks):
+            channels.add_metric([name], sources.orchestrator.channels.in_use(name))
+        yield channels
 
     def _trunks(self) -> Iterator[Metric]:
         status = GaugeMetricFamily(

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sip_gateway.aio.stream import SipTlsServer
+    from sip_gateway.flood import FloodGuard
     from sip_gateway.trunk import TrunkGateway
 
+    from ..answer_delay import AnswerDelays
     from ..call.journal import CallUpdate
     from ..call.orchestrator import Orchestrator
 
@@ -130,6 +132,8 @@ class OpsSources:
     sip_server: SipTlsServer | None = None
     store: CallStoreReader | None = None
     broker: BrokerView | None = None
+    browser_flood: FloodGuard | None = None
+    browser_delays: AnswerDelays | None = None
 
     def live_records(self) -> list[dict[str, Any]]:
         """The records of the calls going on now."""
