@@ -28,6 +28,7 @@ from sip_gateway.aio.websocket import SipWebSocketService
 from sip_gateway.carrier_sim import (
     CarrierSimulator,
 )
+from sip_gateway.certcheck import check_certificate_chain
 from sip_gateway.flood import FloodGuard, FloodGuardConfig
 from sip_gateway.tls import (
     ClientAuth,
@@ -183,6 +184,7 @@ async def start(settings: Settings) -> RunningBridge:
     var_dir = settings.node.var_dir
     cert, key, ca = tls_material(settings)
     try:
+        check_certificate_chain(cert, key)  # expired, not yet valid, weak, mismatched
         client_auth = (
             ClientAuth.REQUIRED
             if settings.sip.require_client_cert

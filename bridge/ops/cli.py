@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_carrier_sim(sub)
     _add_user(sub)
     _add_calls(sub)
+    from bridge.ops.posture_command import add_posture
+
+    add_posture(sub)
     return parser
 
 
@@ -179,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _user(args)
     if args.command in ("calls", "call"):
         return _calls(args)
+    if args.command == "posture":
+        from bridge.ops.posture_command import run_posture
+
+        return run_posture(args)
     return 1  # pragma: no cover - argparse requires a known command
 
 
