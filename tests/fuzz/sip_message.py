@@ -6,7 +6,9 @@ challenges and credentials, and the UAS checks (``validate_request``) again rais
 but :class:`RemoteProtocolError`; the header models, challenges and credentials re-parse
 from their own ``str()``; ``to_bytes()`` never refuses a parsed message and
 ``parse_message(m.to_bytes()) == m``; an error response built for a request parses back.
-Seeds: the RFC 4475 torture messages and a digest REGISTER exchange.
+Bytes that are no message go, as text, straight into the URI, name-addr, Via, CSeq and
+digest grammars under the same rules. Seeds: the RFC 4475 torture messages, a digest
+REGISTER exchange and its header values.
 
 Run: ``python -m tests.fuzz.sip_message -max_total_time=60 [corpus_dir]``.
 """
@@ -21,7 +23,13 @@ from tests.fuzz.harness import instrumented, main, rfc4475_messages
 with instrumented(__name__, "sip_gateway.sip"):
     from sip_gateway.sip.auth_header import parse_challenge, parse_credentials
     from sip_gateway.sip.errors import RemoteProtocolError
-    from sip_gateway.sip.headers import NameAddr, parse_cseq, parse_name_addr, parse_via
+    from sip_gateway.sip.headers import (
+        NameAddr,
+        parse_cseq,
+        parse_name_addr,
+        parse_name_addr_list,
+        parse_via,
+    )
     from sip_gateway.sip.message import (
         SipMessage,
         SipRequest,
@@ -60,6 +68,7 @@ def one_input(data: bytes) -> None:
     try:
         message = parse_message(data)
     except RemoteProtocolError:
+        check_value(data.decode("utf-8", "replace"))
         return
     exercise(message)
     wire = message.to_bytes()
@@ -90,16 +99,35 @@ def exercise(message: SipMessage) -> None:
             assert parse_message(answer.to_bytes()) == answer, "error response does not re-parse"
 
 
+def check_value(text: str) -> None:
+    """Bytes that are no message, as a header value: straight into each grammar."""
+    for parse in (parse_uri, parse_name_addr, parse_name_addr_list, parse_via, parse_cseq):
+        try:
+            parsed = parse(text)
+        except RemoteProtocolError:
+            continue
+        for item in parsed if isinstance(parsed, list) else [parsed]:
+            check_model(item)
+    for name in _AUTH_PARSERS:
+        check_auth_value(name, text)
+
+
 def check_auth(message: SipMessage) -> None:
     """Challenges and credentials: RemoteProtocolError or a value that re-parses."""
-    for name, parse in _AUTH_PARSERS.items():
+    for name in _AUTH_PARSERS:
         for value in message.headers.get_lines(name):
-            try:
-                parsed = parse(value)
-            except RemoteProtocolError:
-                continue
-            assert parse(str(parsed)) == parsed, f"{name} does not round-trip"
-            getattr(parsed, "nonce_count", None)
+            check_auth_value(name, value)
+
+
+def check_auth_value(name: str, value: str) -> None:
+    """One challenge or credentials value: RemoteProtocolError or a round trip."""
+    parse = _AUTH_PARSERS[name]
+    try:
+        parsed = parse(value)
+    except RemoteProtocolError:
+        return
+    assert parse(str(parsed)) == parsed, f"{name} does not round-trip"
+    getattr(parsed, "nonce_count", None)
 
 
 def check_model(item: object) -> None:
@@ -143,6 +171,8 @@ def seeds() -> Iterator[bytes]:
         yield message.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
     for text in _DIGEST_EXCHANGE:
         yield text.encode()
+        for line in text.split("\r\n")[1:]:
+            yield line.partition(":")[2].strip().encode()
 
 
 if __name__ == "__main__":
