@@ -128,6 +128,12 @@ class Signaling:
         retry = self.flood.check(endpoint.peer[0], self._clock())
         if retry is None:
             return False
+        if self.flood.run_started:
+            log.warning(
+                "%s %s:%d: new INVITEs/REGISTERs over the flood limit; 503 until the rate drops",
+                endpoint.transport,
+                *endpoint.peer,
+            )
         response = build_response(request, 503, headers=[("Retry-After", str(retry))])
         self._tag(response)
         with contextlib.suppress(LocalProtocolError):

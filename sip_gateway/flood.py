@@ -14,7 +14,8 @@ Memory is bounded: past ``max_sources`` buckets the least recently used one is f
 (a forgotten source starts with a full bucket, which an attacker gains nothing from: it
 takes ``max_sources`` other busy sources to push one out). Counters for metrics:
 ``allowed`` and ``limited`` requests. Time is an argument; nothing here logs (a flood
-would flood the log); the listener decides what to log.
+would flood the log): ``run_started`` tells the listener when a source's run of refusals
+begins, and the listener logs that one line.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FloodGuardConfig:
 class _Bucket:
     tokens: float
     at: float
+    limited: bool = False
 
 
 def flood_source(source: str) -> str:
@@ -79,6 +81,9 @@ class FloodGuard:
         """Requests let through so far (metrics)."""
         self.limited = 0
         """Requests refused so far (metrics)."""
+        self.run_started = False
+        """Whether the last :meth:`check` refused the first request of a run of refusals
+        from its source (the listener logs that one, not the whole flood)."""
 
     def __repr__(self) -> str:
         return f"FloodGuard(tracked={len(self._buckets)}, limited={self.limited})"
@@ -111,9 +116,13 @@ class FloodGuard:
         self._buckets[key] = bucket  # most recent last
         while len(self._buckets) > config.max_sources:
             self._buckets.popitem(last=False)
+        self.run_started = False
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
+            bucket.limited = False
             self.allowed += 1
             return None
+        self.run_started = not bucket.limited
+        bucket.limited = True
         self.limited += 1
         return max(1, math.ceil((1.0 - bucket.tokens) / config.rate))

@@ -280,13 +280,17 @@ async def guess_passwords(
 
 
 async def flood(
-    conn: RawSip, method: str, count: int, *, window: int = 50
+    conn: RawSip, method: str, count: int, *, window: int = 50, pause: float = 0.05
 ) -> tuple[Counter[int], set[str]]:
-    """Send ``count`` requests, ``window`` at a time; the statuses and Retry-After values."""
+    """Send ``count`` requests, ``window`` at a time with ``pause`` seconds between windows
+    (so that a flood lasts long enough to overlap a call); the statuses and Retry-After
+    values of the answers."""
     statuses: Counter[int] = Counter()
     retry_after: set[str] = set()
     sent = 0
     while sent < count:
+        if sent:
+            await asyncio.sleep(pause)
         batch = min(window, count - sent)
         for _ in range(batch):
             await conn.send(conn.build(method, f"flood{sent}"))

@@ -462,6 +462,11 @@ class TrunkGateway:
         retry = self.flood.check(endpoint.peer[0], asyncio.get_running_loop().time())
         if retry is None:
             return False
+        if self.flood.run_started:
+            logger.warning(
+                "%s: new INVITEs/REGISTERs over the flood limit; 503 until the rate drops",
+                format_address(endpoint.peer),
+            )
         headers = [("Retry-After", str(retry))]
         endpoint.send_response(
             tid, build_response(request, 503, to_tag=self.token_source()[:12], headers=headers)

@@ -26,10 +26,14 @@ def test_flood_guard_allows_a_burst_then_the_rate_and_says_when_to_retry() -> No
     guard = FloodGuard(FloodGuardConfig(rate=2.0, burst=5))
     assert [guard.check("192.0.2.1", 0.0) for _ in range(5)] == [None] * 5
     assert guard.check("192.0.2.1", 0.0) == 1  # one token comes in 0.5 s: retry after 1 s
+    assert guard.run_started
+    assert guard.check("192.0.2.1", 0.0) == 1
+    assert not guard.run_started  # the same run: logged once
     assert guard.check("192.0.2.2", 0.0) is None  # another source has its own bucket
     assert guard.check("192.0.2.1", 0.5) is None  # refilled at 2 per second
     assert guard.check("192.0.2.1", 0.5) == 1
-    assert (guard.allowed, guard.limited) == (7, 2)
+    assert guard.run_started  # a new run after a request went through
+    assert (guard.allowed, guard.limited) == (7, 3)
 
 
 def test_flood_guard_retry_after_grows_with_a_slow_rate() -> None:
