@@ -2,7 +2,7 @@
 
 ``sipvicious_svmap`` (discovery), ``sipvicious_svwar`` (extension enumeration) and
 ``sipvicious_svcrack`` (password guessing) are run against the bridge's SIP-TLS and HTTPS
-ports on loopback (and the standard SIP ports): none gets a single answer, which shows
+ports on loopback: none gets a single answer over UDP, which shows
 there is no plain-SIP entry point. As a control, the same commands find a toy UDP SIP
 responder started by the test (a device and its one extension), so the test can fail.
 The tools run at the same time (each waits about 3 s for answers that do not come).
@@ -94,32 +94,18 @@ async def test_sipvicious_finds_nothing_on_the_bridge_and_finds_a_udp_responder(
     toy_port = free_port()
     transport, _ = await loop.create_datagram_endpoint(_ToyPbx, local_addr=("127.0.0.1", toy_port))
     try:
-        bridge_ports = ",".join(str(p) for p in [*ports, 5060, 5061])
-        runs = [
-            _run("svmap", "127.0.0.1", "-p", bridge_ports, cwd=tmp_path),
-            _run("svmap", "127.0.0.1", "-p", bridge_ports, "-m", "INVITE", cwd=tmp_path),
-            *(
-                _run(
-                    "svwar", "-e100-105", "-m", "REGISTER", "127.0.0.1", "-p", str(p), cwd=tmp_path
-                )
-                for p in ports
-            ),
-            *(
-                _run("svcrack", "-u", "alice", "-r100-110", "127.0.0.1", "-p", str(p), cwd=tmp_path)
-                for p in ports
-            ),
-            _run("svmap", "127.0.0.1", "-p", str(toy_port), cwd=tmp_path),
-            _run(
-                "svwar",
-                "-e100-105",
-                "-m",
-                "REGISTER",
-                "127.0.0.1",
-                "-p",
-                str(toy_port),
-                cwd=tmp_path,
-            ),
+        bridge_ports = ",".join(str(p) for p in ports)
+        war = ("-e100-105", "-m", "REGISTER")
+        commands = [
+            ("svmap", "127.0.0.1", "-p", bridge_ports),
+            ("svmap", "127.0.0.1", "-p", bridge_ports, "-m", "INVITE"),
+            *(("svwar", *war, "127.0.0.1", "-p", str(p)) for p in ports),
+            *(("svcrack", "-u", "alice", "-r100-110", "127.0.0.1", "-p", str(p)) for p in ports),
+            ("svmap", "127.0.0.1", "-p", str(toy_port)),
+            ("svwar", *war, "127.0.0.1", "-p", str(toy_port)),
         ]
+        # each tool binds its own UDP port (by default 5060, where it would find the others)
+        runs = [_run(*command, "-P", str(free_port()), cwd=tmp_path) for command in commands]
         outputs = await asyncio.gather(*runs)
     finally:
         transport.close()
