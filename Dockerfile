@@ -28,6 +28,10 @@ RUN /opt/pstn-bridge/bin/pip install --upgrade "pip>=25.1" \
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/pstn-bridge/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /opt/pstn-bridge /opt/pstn-bridge
+# OpenSSL's own "Groups" setting limits every TLS context of the process to X25519, P-256,
+# P-384 and P-521 (Python's ssl can name only one curve per context; see README "TLS posture").
+COPY config/openssl-groups.cnf /etc/pstn-bridge/openssl-groups.cnf
+ENV OPENSSL_CONF=/etc/pstn-bridge/openssl-groups.cnf
 # A fixed non-root user; its home is the bridge's var_dir (a volume in docker-compose.yml):
 # the SQLite fallback, the digest nonce secret, the generated ops token, spill files.
 RUN groupadd --system --gid 10001 pstn-bridge \

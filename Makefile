@@ -5,9 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive as real peers (see ../shared/PEERS.md).
 DEB_PACKAGES := sip-tester stunnel4 baresip-core openssl chromium espeak-ng fonts-dejavu-core iproute2 \
-	mosquitto mosquitto-clients postgresql docker-compose
+	mosquitto mosquitto-clients postgresql docker-compose testssl.sh
 DEB_COMMANDS := sipp stunnel baresip openssl chromium espeak-ng ip mosquitto mosquitto_sub \
-	pg_ctlcluster docker-compose
+	pg_ctlcluster docker-compose testssl
 # pytest runs in a new network namespace that has only `lo` (../shared/PEERS.md section 12):
 # no test can reach past 127.0.0.0/8 and ::1, not even Chromium, which gathers ICE candidates
 # on every interface it sees. Non-root users get a user namespace for it.
