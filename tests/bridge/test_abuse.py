@@ -146,7 +146,10 @@ async def test_enumeration_over_wss_and_sip_tls_classifies_nobody(
         shapes = set(found.values())
         assert len(shapes) == 1, (conn.transport, method, found)
         assert next(iter(shapes))[0] == status, (conn.transport, method, shapes)
-    # svcrack's first step: a wrong password for a real user and for a made-up one
+    # svcrack over SIP-TLS gets no challenge to answer, not even with the right password
+    for conn, status in ((tls, 403), (trunk, 405)):
+        assert (await register_with(conn, USER, PASSWORD)).status == status
+    # svcrack's first step over WSS: a wrong password for a real user and for a made-up one
     answers = [await register_with(wss, user, "not-it") for user in (USER, "nobody")]
     assert [a.status for a in answers] == [403, 403]
     assert answers[0].reason == answers[1].reason
@@ -162,8 +165,8 @@ async def test_password_guessing_is_slowed_then_blocked_per_source(
             "limits": {
                 "auth_failures_before_block": 5,
                 "auth_block_time": 60.0,
-                "auth_delay_step": 0.05,
-                "auth_max_delay": 0.2,
+                "auth_delay_step": 0.1,
+                "auth_max_delay": 0.4,
             }
         }
     )
@@ -173,9 +176,9 @@ async def test_password_guessing_is_slowed_then_blocked_per_source(
     statuses = [status for status, _ in results]
     assert statuses == [403] * (len(WORDLIST) + 1), "blocked before the right guess"
     elapsed = [seconds for _, seconds in results]
-    # answers 2..5 wait 0.05, 0.1, 0.2, 0.2 s (the fifth failure blocks); blocked: at once
-    assert elapsed[1] >= 0.05 and elapsed[2] >= 0.1 and elapsed[3] >= 0.2
-    assert max(elapsed[5:]) < 0.2
+    # answers 1..5 wait 0.1, 0.2, 0.4, 0.4 s, 0 (the fifth failure blocks); then at once
+    assert elapsed[0] >= 0.1 and elapsed[1] >= 0.2 and elapsed[2] >= 0.4 and elapsed[3] >= 0.4
+    assert max(elapsed[4:]) < 0.4
     assert (await register_with(attacker, USER, PASSWORD)).status == 403
     guard = harness.running.orchestrator.auth.guard
     assert guard.blocked_sources(asyncio.get_running_loop().time()) == [ATTACKER]
@@ -274,7 +277,7 @@ async def test_register_and_invite_floods_over_wss_get_503_while_a_call_complete
     conns.extend(attackers)
     flooding = asyncio.gather(
         *(
-            flood(conn, method, 1000, pause=0.1)
+            flood(conn, method, 1000, pause=0.15)
             for conn, method in zip(attackers, ("REGISTER", "INVITE"), strict=True)
         )
     )
@@ -303,7 +306,7 @@ async def test_invite_flood_on_sip_tls_gets_503_while_a_carrier_call_completes(
     client = await harness.client()
     attacker = await _tls(harness)
     conns.append(attacker)
-    flooding = asyncio.ensure_future(flood(attacker, "INVITE", 2000, pause=0.05))
+    flooding = asyncio.ensure_future(flood(attacker, "INVITE", 2000, pause=0.1))
     await asyncio.sleep(0.1)
     sim = harness.running.carrier_sim
     assert sim is not None
