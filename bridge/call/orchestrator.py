@@ -198,6 +198,8 @@ class Orchestrator:
             reaches_pstn=False,
         )
         record.user = user
+        if exc.refusal == TrunkChannelsError.end_reason:
+            record.trunk = self.config.trunk
         record.refuse(exc.refusal, str(exc))
         self.journal.report(record, "started", {"direction": "outbound", "user": user})
         self.journal.report(record, "refused", {"reason": exc.refusal, "status": exc.sip_status})

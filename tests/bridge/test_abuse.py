@@ -106,6 +106,7 @@ async def test_trunk_channel_limit_refuses_both_directions_with_503_and_a_record
         data = record.as_dict()
         assert data["direction"] == direction
         assert data["end_reason"] == "limit-reached"
+        assert data["trunk"] == "sim"
         assert [r["reason"] for r in data["policy_refusals"]] == ["trunk-channel-limit"]
     assert running.ops is not None
     text = running.ops.metrics.exposition().decode()
