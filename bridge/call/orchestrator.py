@@ -3,15 +3,18 @@
 Theory of operation:
 
 * Outbound (:meth:`Orchestrator.browser_invite`): a browser's INVITE is authenticated
-  (407 challenge, 403), its number routed by the dial plan (484/403), the user's limits
-  checked, its offer screened (488: no fingerprint, too many candidates, no codec). Then a
-  :class:`~bridge.call.call.Call` is made: the browser leg answers through the trunk
-  package's ``InboundCall``; media is opened (ICE gathering, gateway RTP port); the
-  configured trunk is dialled. Every refusal is logged, counted and kept as a record.
+  (407 challenge, 403; answers to a failing source held back by the brute-force guard's
+  delay), its number routed by the dial plan (484/403), the user's limits checked, its
+  offer screened (488: no fingerprint, too many candidates, no codec), a channel of the
+  trunk seized (503 Trunk channels busy). Then a :class:`~bridge.call.call.Call` is made:
+  the browser leg answers through the trunk package's ``InboundCall``; media is opened
+  (ICE gathering, gateway RTP port); the configured trunk is dialled. Every refusal is
+  logged, counted and kept as a record.
 * Inbound (:meth:`Orchestrator.route_inbound`, the trunk gateway's routing callback): the
   DID's owner is looked up (404), their registered browser connections are found (480),
-  every one of them is rung in parallel with our DTLS-SRTP offer, the first to answer wins
-  and the others are cancelled; then the carrier gets our SDES answer. A decline is 603.
+  a channel of the trunk is seized (503, kept as a refused call), every browser is rung
+  in parallel with our DTLS-SRTP offer, the first to answer wins and the others are
+  cancelled; then the carrier gets our SDES answer. A decline is 603.
 * A browser whose WebSocket drops is hung up on the trunk at once.
 
 The orchestrator holds the active calls; the counters go to ops (next issue).
