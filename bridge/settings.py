@@ -350,8 +350,8 @@ class LimitsSettings(_Section):
     auth_block_time: Seconds = 300.0
     auth_delay_step: float = Field(default=0.25, ge=0.0, le=10.0)
     auth_max_delay: float = Field(default=2.0, ge=0.0, le=30.0)
-    browser_request_rate: float = Field(default=20.0, gt=0.0, le=100000.0)
-    browser_request_burst: int = Field(default=100, ge=1, le=1000000)
+    browser_request_rate: float = Field(default=50.0, gt=0.0, le=100000.0)
+    browser_request_burst: int = Field(default=400, ge=1, le=1000000)
     carrier_request_rate: float = Field(default=100.0, gt=0.0, le=100000.0)
     carrier_request_burst: int = Field(default=400, ge=1, le=1000000)
 

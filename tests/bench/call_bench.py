@@ -156,11 +156,14 @@ opus_bitrate = {args.bitrate}
 [limits]
 max_concurrent_calls_per_user = {max(args.calls, 2)}
 max_calls_per_minute_per_user = 10000
+browser_request_rate = 100000.0
+browser_request_burst = 1000000
 [[trunks]]
 name = "sim"
 host = "127.0.0.1"
 port = {ports["sim"]}
 allowed_sources = ["127.0.0.1/32"]
+max_channels = {max(args.calls, 100)}
 """
     path = work / "bridge.toml"
     path.write_text(text)
