@@ -119,6 +119,41 @@ async def test_trunk_channel_limit_refuses_both_directions_with_503_and_a_record
     await _hang_up(harness, third)
 
 
+async def test_user_limits_and_premium_numbers_are_refused_and_recorded(bridge: Factory) -> None:
+    harness = await bridge(
+        sections={
+            "limits": {"max_concurrent_calls_per_user": 1, "max_calls_per_minute_per_user": 2}
+        }
+    )
+    running = harness.running
+    updates = _Updates()
+    running.orchestrator.journal.add_sink(updates)
+    client = await harness.client()
+
+    async def refused(number: str) -> tuple[int, str]:
+        call = await client.dial(number)
+        with pytest.raises(DialFailedError) as failed:
+            await call.wait_answered()
+        return failed.value.status, failed.value.reason
+
+    assert await refused("+19005550100") == (403, "Destination blocked")
+    first = await _answered_call(client)
+    assert await refused(NUMBER) == (403, "Call limit reached")
+    await _hang_up(harness, first)
+    second = await _answered_call(client)
+    await _hang_up(harness, second)
+    assert await refused(NUMBER) == (403, "Too many calls per minute")
+    reasons = ["destination-blocked", "call-limit", "call-rate-limit"]
+    assert updates.refused() == reasons
+    records = [r.as_dict() for r in list(running.orchestrator.recent_refusals)[-3:]]
+    assert [r["policy_refusals"][0]["reason"] for r in records] == reasons
+    assert running.ops is not None
+    text = running.ops.metrics.exposition().decode()
+    for reason in reasons:
+        assert _metric(text, "pstn_bridge_policy_refusals_total", f'"{reason}"') == 1
+        assert _metric(text, "pstn_bridge_attempts_refused_total", f'"{reason}"') == 1
+
+
 # -- credential attacks -----------------------------------------------------------------
 
 
