@@ -47,6 +47,7 @@ from sip_gateway.trunk import (
 from .auth import AuthGuard, AuthGuardConfig, BrowserAuth
 from .call.browser import BrowserProfile
 from .call.orchestrator import Orchestrator, OrchestratorConfig
+from .dbtls import store_tls_config
 from .events import MqttConfig, MqttPublisher
 from .launch import (
     StartupError,
@@ -345,7 +346,9 @@ async def _open_users(settings: Settings) -> tuple[UserStore, Ha1Cache, str | No
     url = settings.store.url or sqlite_url(settings.node.var_dir / "bridge.db")
     settings.node.var_dir.mkdir(parents=True, exist_ok=True)
     try:
-        store = await UserStore.open(url)
+        store = await UserStore.open(
+            url, tls=store_tls_config(settings.store.tls, settings.store.ca_file)
+        )
         await store.create_schema()
         demo = settings.users
         password = None
@@ -371,7 +374,11 @@ async def _open_call_store(settings: Settings) -> CallStore:
         retry_max=options.retry_max,
     )
     try:
-        return await CallStore.open(options.url or sqlite_url(var_dir / "bridge.db"), config)
+        return await CallStore.open(
+            options.url or sqlite_url(var_dir / "bridge.db"),
+            config,
+            tls=store_tls_config(options.tls, options.ca_file),
+        )
     except CallStoreError as exc:
         raise StartupError(f"call store: {exc}") from exc
 

@@ -293,11 +293,15 @@ class StoreSettings(_Section):
     retry_initial: Seconds = 0.5
     retry_max: Seconds = 30.0
     spill_file: Path | None = None  # None: <var_dir>/cdr-spill.jsonl
+    tls: bool = False
+    ca_file: Path | None = None  # None: the system trust store
 
     @model_validator(mode="after")
     def _retry_order(self) -> StoreSettings:
         if self.retry_max < self.retry_initial:
             raise ValueError("retry_max must not be below retry_initial")
+        if self.ca_file is not None and not self.tls:
+            raise ValueError("ca_file needs tls = true")
         return self
 
 

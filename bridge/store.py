@@ -51,6 +51,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from sip_gateway.tls import TlsClientConfig, TlsPolicyError
+
 from . import _cdr_reads as reads
 from ._cdr_rows import batch_rows, stored_form, stored_line
 from ._cdr_spill import SpillFile
@@ -66,6 +68,7 @@ from ._store_schema import (
     stored_version,
 )
 from .call.journal import CallUpdate
+from .dbtls import StoreTlsError, engine_options
 
 __all__ = [
     "CallSchemaVersionError",
@@ -188,7 +191,9 @@ class CallStore:
         return f"CallStore({url!r}, state={self.health().state!r})"
 
     @classmethod
-    async def open(cls, url: str, config: StoreConfig) -> CallStore:
+    async def open(
+        cls, url: str, config: StoreConfig, *, tls: TlsClientConfig | None = None
+    ) -> CallStore:
         """Connect to the database at ``url`` and bring its CDR schema up to date.
 
         A SQLite file's directory is created when missing. A damaged last line of a
@@ -200,7 +205,13 @@ class CallStore:
         """
         try:
             parsed = make_url(url)
-            engine = create_async_engine(parsed, hide_parameters=True)
+            engine = create_async_engine(
+                parsed, hide_parameters=True, **engine_options(parsed, tls)
+            )
+        except StoreTlsError as exc:
+            raise CallStoreUnavailableError(str(exc)) from None
+        except TlsPolicyError as exc:
+            raise CallStoreUnavailableError(f"store.ca_file: {exc}") from None
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise CallStoreUnavailableError(
                 f"store URL is not usable ({type(exc).__name__}); expected "

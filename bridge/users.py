@@ -68,8 +68,11 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sip_gateway.sip.auth import DigestAlgorithm, compute_ha1
+from sip_gateway.tls import TlsClientConfig, TlsPolicyError
 from sip_gateway.trunk import normalize_e164
 from sip_gateway.trunk.errors import InvalidNumberError
+
+from .dbtls import engine_options
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",
@@ -220,7 +223,7 @@ class UserStore:
         return f"UserStore({self._engine.url.render_as_string(hide_password=True)!r})"
 
     @classmethod
-    async def open(cls, url: str) -> UserStore:
+    async def open(cls, url: str, *, tls: TlsClientConfig | None = None) -> UserStore:
         """Connect to the database at ``url``, creating the schema in a new database.
 
         A SQLite file's directory is created when missing.
@@ -231,7 +234,11 @@ class UserStore:
         """
         try:
             parsed = make_url(url)
-            engine = create_async_engine(parsed, hide_parameters=True)
+            engine = create_async_engine(
+                parsed, hide_parameters=True, **engine_options(parsed, tls)
+            )
+        except TlsPolicyError as exc:
+            raise StoreUnavailableError(f"store.ca_file: {exc}") from None
         except (ArgumentError, ImportError, ValueError) as exc:
             raise StoreUnavailableError(f"store URL is not usable: {exc}") from None
         if engine.dialect.name == "sqlite":

@@ -386,7 +386,10 @@ async def _user_command(
 
     url = settings.store.url or users.sqlite_url(settings.node.var_dir / "bridge.db")
     try:
-        store = await users.UserStore.open(url)
+        from bridge.dbtls import store_tls_config
+
+        tls = store_tls_config(settings.store.tls, settings.store.ca_file)
+        store = await users.UserStore.open(url, tls=tls)
     except users.UserStoreError as exc:
         print(f"pstn-bridge: user database: {exc}", file=sys.stderr)
         return EXIT_CONFIG
