@@ -195,12 +195,13 @@ async def test_enumeration_over_wss_and_sip_tls_classifies_nobody(
 async def test_password_guessing_is_slowed_then_blocked_per_source(
     bridge: Factory, conns: list[RawSip]
 ) -> None:
-    """``svcrack`` over WSS: answers slow down, then the right password is refused too."""
+    """``svcrack`` over WSS: answers slow down, then the right password is refused too
+    until the block time is over; another source logs in all the while."""
     harness = await bridge(
         sections={
             "limits": {
                 "auth_failures_before_block": 5,
-                "auth_block_time": 60.0,
+                "auth_block_time": 2.0,
                 "auth_delay_step": 0.1,
                 "auth_max_delay": 0.4,
             }
@@ -224,6 +225,10 @@ async def test_password_guessing_is_slowed_then_blocked_per_source(
     text = harness.running.ops.metrics.exposition().decode()
     assert _metric(text, "pstn_bridge_auth_blocks_total") == 1
     assert _metric(text, "pstn_bridge_auth_answers_delayed_total") >= 4
+    async with asyncio.timeout(5):  # the block ends after auth_block_time
+        while guard.is_blocked(ATTACKER, asyncio.get_running_loop().time()):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert (await register_with(attacker, USER, PASSWORD)).status == 200
 
 
 async def test_unknown_and_known_users_are_answered_in_the_same_time(
