@@ -46,5 +46,5 @@ WORKDIR /var/lib/pstn-bridge
 EXPOSE 8443/tcp 5061/tcp 30000-30099/udp
 # Liveness: GET /healthz over HTTPS, verifying the bridge's certificate against the mounted CA.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import ssl, urllib.request; urllib.request.urlopen('https://127.0.0.1:8443/healthz', timeout=4, context=ssl.create_default_context(cafile='/etc/pstn-bridge/tls/ca.crt'))"]
+    CMD ["python", "-c", "import pathlib, urllib.request; from sip_gateway.tls import TlsClientConfig, client_context; urllib.request.urlopen('https://127.0.0.1:8443/healthz', timeout=4, context=client_context(TlsClientConfig(ca_file=pathlib.Path('/etc/pstn-bridge/tls/ca.crt'))))"]
 CMD ["pstn-bridge", "serve", "--config", "/etc/pstn-bridge/bridge.toml"]
