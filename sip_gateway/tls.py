@@ -23,9 +23,12 @@ Key-exchange groups: Python 3.11's ``ssl`` can set only a single curve
 (``set_ecdh_curve``, verified to restrict the context to that one group), so the factory leaves
 OpenSSL 3's default list: X25519, P-256, X448, P-521, P-384 for both versions and, for TLS 1.3
 only, the RFC 7919 FFDHE groups. Measured with ``openssl s_client -groups``: X25519 is
-negotiated by default, P-256, P-384 and P-521 are accepted, and the server's order wins. An
-operator who wants exactly X25519/P-256/P-384/P-521 sets ``Groups`` in the OpenSSL
-configuration (``OPENSSL_CONF``), which applies to the whole process.
+negotiated by default, P-256, P-384 and P-521 are accepted, and the server's order wins. The
+policy's list (X25519, P-256, P-384, P-521) comes from OpenSSL itself:
+``config/openssl-groups.cnf`` sets ``Groups`` in OpenSSL's ``system_default`` section, which
+OpenSSL applies to every context it creates once ``OPENSSL_CONF`` names that file (the image
+sets it; it applies to the whole process, clients included). ``pstn-bridge posture`` and
+``tests/bridge/test_posture_scan.py`` measure both cases.
 
 :func:`session_info` reads the negotiated facts of a live connection (version, suite, peer
 certificate) for the call security record; it never looks at the configuration.
