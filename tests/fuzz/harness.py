@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -86,22 +87,36 @@ def write_seeds(target: str, seeds: Seeds, folder: Path) -> Path:
     return folder
 
 
+def launcher(target: str) -> Path:
+    """An executable that starts this target again (libFuzzer re-runs ``argv[0]`` for
+    ``-merge``, ``-fork`` and ``-jobs``; a module run with ``-m`` has no such file)."""
+    path = WORK / target / "run-target"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"#!/bin/sh\ncd {shlex.quote(str(ROOT))} && "
+        f'exec {shlex.quote(sys.executable)} -m tests.fuzz.{target} "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
 def fuzz_arguments(target: str, argv: list[str], seed_dir: Path) -> list[str]:
     """libFuzzer's command line: ours first, then the working corpus and seed dirs."""
+    program = str(launcher(target))
     flags = [arg for arg in argv[1:] if arg.startswith("-")]
-    paths = [arg for arg in argv[1:] if not arg.startswith("-")]
+    paths = [str(Path(arg).resolve()) for arg in argv[1:] if not arg.startswith("-")]
     work = WORK / target
     if not any(flag.startswith("-artifact_prefix=") for flag in flags):
         (work / "crashes").mkdir(parents=True, exist_ok=True)
         flags.append(f"-artifact_prefix={work / 'crashes'}/")
     if paths and all(Path(p).is_file() for p in paths):
-        return [argv[0], *flags, *paths]  # replaying crash files: no corpus
+        return [program, *flags, *paths]  # replaying crash files: no corpus
     if not paths:
         paths = [str(work / "corpus")]
     Path(paths[0]).mkdir(parents=True, exist_ok=True)
     extra = [str(seed_dir)]
     extra += [str(d / target) for d in (CORPUS, REGRESSIONS) if (d / target).is_dir()]
-    return [argv[0], *flags, *paths, *extra]
+    return [program, *flags, *paths, *extra]
 
 
 def main(target: str, one_input: Callable[[bytes], None], seeds: Seeds) -> None:
