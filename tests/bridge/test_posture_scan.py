@@ -349,3 +349,27 @@ def test_posture_without_the_groups_config_sees_extra_groups(tls_pki: Pki) -> No
     extra = {g for g, ok in report["groups"].items() if ok} - {"X25519", "P-256", "P-384", "P-521"}
     assert extra >= {"ffdhe2048", "X448"}, report["groups"]
     assert code == 1 and failed_codes(report) == {"group-outside-list"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/", 200), ("GET", "/healthz", 200), ("GET", "/no-such-page", 404),
+     ("POST", "/", 405), ("GET", "/api/calls", 401), ("GET", "/sip", 400)],
+)  # fmt: skip
+def test_hsts_on_every_https_response(
+    endpoints: Endpoints, tls_pki: Pki, method: str, path: str, status: int
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from sip_gateway.tls import TlsClientConfig, client_context
+
+    ctx = client_context(TlsClientConfig(ca_file=tls_pki.ca))
+    request = urllib.request.Request(f"https://127.0.0.1:{endpoints.https}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=ctx) as response:
+            got, headers = response.status, response.headers
+    except urllib.error.HTTPError as error:
+        got, headers = error.code, error.headers
+    assert got == status
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
