@@ -373,3 +373,25 @@ def test_hsts_on_every_https_response(
         got, headers = error.code, error.headers
     assert got == status
     assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+
+
+def test_posture_text_report_and_exit_codes(endpoints: Endpoints, tls_pki: Pki) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bridge.ops.cli", "posture", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    shown = run(f"127.0.0.1:{endpoints.sip}", "--ca", str(tls_pki.ca))
+    assert shown.returncode == 0, shown.stdout
+    assert "OCSP stapling: not offered" in shown.stdout
+    assert "verdict: meets the policy" in shown.stdout
+    weak = run(f"127.0.0.1:{endpoints.weak}", "--ca", str(tls_pki.ca))
+    assert weak.returncode == 1 and "verdict: BELOW POLICY" in weak.stdout
+    assert "fail: TLSv1.1 accepted [protocol-below-tls12]" in weak.stdout
+    assert run("no-port-here").returncode == 2
+    closed = run(f"127.0.0.1:{free_port()}", "--timeout", "3")
+    assert closed.returncode == 3 and "no TLS handshake" in closed.stderr
