@@ -134,7 +134,8 @@ _NEW = re.compile(r"^(?:New|Reused), (\S+), Cipher is (\S+)", re.M)
 _VERIFY = re.compile(r"^\s*Verify return code: (\d+) \((.*)\)", re.M)
 _CANNOT_OFFER = re.compile(
     r"no cipher match|no suitable groups|Error with command|Failed to set groups|"
-    r"no ciphers available|no protocols available|unknown option|Error setting cipher"
+    r"no ciphers available|no protocols available|unknown option|Error setting cipher",
+    re.IGNORECASE,
 )
 
 

@@ -33,7 +33,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -139,10 +139,16 @@ def observe(cfg: ProbeConfig) -> Observation:
         hsts=hsts,
         http_status=status,
         tools={
-            "everything": f"{runner.version} (s_client, OPENSSL_CONF empty, @SECLEVEL=0)",
+            "handshakes": f"{runner.version} s_client (OPENSSL_CONF empty, @SECLEVEL=0)",
             "certificate analysis": "python cryptography",
+            "not testable with the local OpenSSL": ", ".join(_untestable(protocols, suites, groups))
+            or "nothing",
         },
     )
+
+
+def _untestable(*tables: dict[str, Any]) -> list[str]:
+    return [name for table in tables for name, value in table.items() if value is None]
 
 
 def _cert_group(der: bytes) -> str | None:

@@ -241,3 +241,5 @@ def test_parse_refused_and_cannot_offer() -> None:
     impossible = parse_s_client(CANNOT_OFFER)
     assert not impossible.accepted and impossible.offer_impossible
     assert not parse_s_client("").accepted
+    no_sslv3 = parse_s_client("s_client: Unknown option: -ssl3\ns_client: Use -help for summary.\n")
+    assert no_sslv3.offer_impossible
