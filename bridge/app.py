@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from sip_gateway.aio.admission import ConnectionLimitsConfig
 from sip_gateway.aio.endpoint import SipEndpointConfig
 from sip_gateway.aio.stream import SipTlsServer
 from sip_gateway.aio.websocket import SipWebSocketService
@@ -206,6 +207,8 @@ async def start(settings: Settings) -> RunningBridge:
         max_message_size=settings.sip.max_message_size,
         max_write_buffer=settings.sip.max_connection_buffer,
         keepalive_interval=settings.sip.keepalive_interval or None,
+        handshake_timeout=settings.sip.handshake_timeout,
+        message_timeout=settings.sip.message_timeout,
     )
     store, users, demo_password = await _open_users(settings)
     call_store = await _open_call_store(settings)
@@ -257,7 +260,12 @@ async def start(settings: Settings) -> RunningBridge:
     refresh = loop.create_task(users.run_refresh(store, USERS_REFRESH), name="users refresh")
     try:
         sip_server = await gateway.listen(
-            settings.sip.listen_host, settings.sip.listen_port, sip_ctx
+            settings.sip.listen_host,
+            settings.sip.listen_port,
+            sip_ctx,
+            limits=ConnectionLimitsConfig(
+                settings.sip.max_connections, settings.sip.max_connections_per_source
+            ),
         )
     except OSError as exc:
         raise StartupError(
@@ -272,8 +280,12 @@ async def start(settings: Settings) -> RunningBridge:
             hsts_max_age=http.hsts_max_age,
             websocket_path=http.websocket_path,
         )
-        websocket = SipWebSocketService(signaling.handle, config=endpoint_config)
-        ops.sources.sip_server = sip_server
+        websocket = SipWebSocketService(
+            signaling.handle,
+            config=endpoint_config,
+            limits=ConnectionLimitsConfig(http.max_websockets, http.max_websockets_per_source),
+        )
+        ops.sources.sip_server, ops.sources.websocket = sip_server, websocket
         runner, https_port = await start_https(site, https_ctx, websocket, mounts=(ops.mount,))
     except OSError as exc:
         await gateway.aclose()

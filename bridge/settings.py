@@ -112,6 +112,10 @@ class SipSettings(_Section):
     max_connection_buffer: int = Field(default=262144, ge=8192, le=16777216)
     keepalive_interval: float = Field(default=30.0, ge=0.0, le=3600.0)
     idle_timeout: float = Field(default=300.0, ge=5.0, le=86400.0)
+    handshake_timeout: float = Field(default=10.0, ge=0.5, le=120.0)
+    message_timeout: float = Field(default=30.0, ge=0.5, le=3600.0)
+    max_connections: int = Field(default=2048, ge=1, le=1000000)
+    max_connections_per_source: int = Field(default=64, ge=1, le=1000000)
     realm: str = Field(default="pstn-bridge", min_length=1, max_length=128)
     media_port_range: tuple[Port, Port] | None = None
 
@@ -132,6 +136,8 @@ class HttpSettings(_Section):
     listen_port: Port = 8443
     hsts_max_age: int = Field(default=31536000, ge=31536000)
     websocket_path: str = Field(default="/sip", pattern=r"^/[A-Za-z0-9._/-]*$")
+    max_websockets: int = Field(default=2048, ge=1, le=1000000)
+    max_websockets_per_source: int = Field(default=32, ge=1, le=1000000)
 
     _host = field_validator("listen_host")(_check_host)
 

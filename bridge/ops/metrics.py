@@ -250,6 +250,7 @@ class BridgeMetrics:
             for kind, count in sorted(server.handshake_refusals.items()):
                 handshakes.add_metric(["sip", kind], count)
         yield handshakes
+        yield from self._connection_metrics()
         if self.api is not None:
             yield CounterMetricFamily(
                 _P + "ops_api_unauthorized", "Ops API requests refused 401", self.api.unauthorized
@@ -257,6 +258,31 @@ class BridgeMetrics:
             yield CounterMetricFamily(
                 _P + "ops_api_rate_limited", "Ops API requests refused 429", self.api.rate_limited
             )
+
+    def _connection_metrics(self) -> Iterator[Metric]:
+        """Connections held, refused by a cap and closed by a bound, per listener."""
+        held = GaugeMetricFamily(
+            _P + "connections", "Inbound connections held now", labels=["listener"]
+        )
+        refused = CounterMetricFamily(
+            _P + "connections_refused",
+            "Inbound connections refused by a connection cap, by listener and limit",
+            labels=["listener", "limit"],
+        )
+        closed = CounterMetricFamily(
+            _P + "connections_closed",
+            "Inbound connections the bridge closed (oversize, message-timeout, ...)",
+            labels=["listener", "reason"],
+        )
+        for name, listener in (("sip", self.sources.sip_server), ("wss", self.sources.websocket)):
+            if listener is None:
+                continue
+            held.add_metric([name], listener.limits.total)
+            for limit in ("per-source", "total"):
+                refused.add_metric([name, limit], listener.limits.refusals[limit])
+            for reason, count in sorted(listener.closures.items()):
+                closed.add_metric([name, reason], count)
+        yield from (held, refused, closed)
 
     def _abuse_metrics(self) -> Iterator[Metric]:
         """Flood refusals per listener, held-back answers, trunk channels in use."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sip_gateway.aio.stream import SipTlsServer
+    from sip_gateway.aio.websocket import SipWebSocketService
     from sip_gateway.flood import FloodGuard
     from sip_gateway.trunk import TrunkGateway
 
@@ -130,6 +131,7 @@ class OpsSources:
     orchestrator: Orchestrator
     gateway: TrunkGateway
     sip_server: SipTlsServer | None = None
+    websocket: SipWebSocketService | None = None
     store: CallStoreReader | None = None
     broker: BrokerView | None = None
     browser_flood: FloodGuard | None = None

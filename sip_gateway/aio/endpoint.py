@@ -17,8 +17,11 @@ endpoint is thin, like aioquic's ``QuicConnectionProtocol``:
 Every protocol decision (framing, validation, error responses, transactions, pongs) is made
 by the sans-IO core. The endpoint owns only I/O policy: it closes the connection when the
 core says the stream is unusable (``MessageRejected(fatal=True)``, after flushing the error
-response), when the peer stops reading (the write buffer passes ``max_write_buffer``) and,
-on outbound connections, when a CRLF keep-alive ping (RFC 5626 4.4.1) gets no pong.
+response), when the peer stops reading (the write buffer passes ``max_write_buffer``),
+when a message takes longer than ``message_timeout`` to arrive (the first one counted from
+the start of the connection, later ones from their first byte: a slow-loris peer) and, on
+outbound connections, when a CRLF keep-alive ping (RFC 5626 4.4.1) gets no pong. Why it
+closed is left in :attr:`SipEndpoint.close_reason` for the listener's counters.
 
 The handler is synchronous and must not block; an exception in it is logged and the
 connection carries on. Logs go to the ``sip_gateway.aio`` logger and name the peer address.
@@ -86,6 +89,10 @@ class SipEndpointConfig:
     """Seconds a ping may wait for its pong before the connection is declared dead."""
     handshake_timeout: float = 10.0
     """Upper bound of a TLS handshake, inbound and outbound."""
+    message_timeout: float | None = None
+    """Seconds a message may take to arrive whole (slow-loris bound), counted from its first
+    byte, and for the first message of an inbound connection from its start; None: no
+    bound."""
     connect_timeout: float = 10.0
     """Upper bound of a TCP connect plus TLS handshake of an outbound connection."""
     close_timeout: float = 2.0
@@ -204,6 +211,11 @@ class SipEndpoint:
         self._wire_closed = False
         self._last_activity = self._loop.time()
         self._pong_deadline: float | None = None
+        # inbound connections must bring their first message in time; outbound ones wait
+        self._message_since: float | None = None if keepalive else self._last_activity
+        self.close_reason: str | None = None
+        """Why this side closed the connection: ``"oversize"``, ``"message-timeout"``,
+        ``"write-buffer"``, ``"keepalive"``, ``"protocol"``; None otherwise."""
 
     def __repr__(self) -> str:
         return f"<SipEndpoint {self._wire.transport} {format_address(self.peer)}>"
@@ -401,7 +413,20 @@ class SipEndpoint:
                 self._conn.receive_data(data, now)
             else:
                 self._conn.receive_message(data, now)
+            self._track_message(now)
             self._after_input()
+
+    def _track_message(self, now: float) -> None:
+        """Start or stop the clock of a message still arriving (slow-loris bound)."""
+        if self._config.message_timeout is None:
+            return
+        if self._conn.buffered == 0:
+            if self._message_since is not None:
+                self._message_since = None
+                self._wake.set()
+        elif self._message_since is None:
+            self._message_since = now
+            self._wake.set()
 
     async def _run_timers(self) -> None:
         while True:
@@ -419,13 +444,29 @@ class SipEndpoint:
     def _next_deadline(self) -> float | None:
         if self._closing:
             return None
-        deadlines = [self._conn.get_timer(), self._pong_deadline]
+        deadlines = [self._conn.get_timer(), self._pong_deadline, self._message_deadline()]
         if self._keepalive is not None and self._pong_deadline is None:
             deadlines.append(self._last_activity + self._keepalive)
         return min((d for d in deadlines if d is not None), default=None)
 
+    def _message_deadline(self) -> float | None:
+        if self._message_since is None or self._config.message_timeout is None:
+            return None
+        return self._message_since + self._config.message_timeout
+
     def _on_timer(self, now: float) -> None:
         if self._closing:
+            return
+        deadline = self._message_deadline()
+        if deadline is not None and now >= deadline:
+            logger.warning(
+                "no whole message from %s within %s s (%d bytes buffered); closing",
+                format_address(self.peer),
+                self._config.message_timeout,
+                self._conn.buffered,
+            )
+            self.close_reason = "message-timeout"
+            self.close()
             return
         timer = self._conn.get_timer()
         if timer is not None and timer <= now:
@@ -436,6 +477,7 @@ class SipEndpoint:
                 format_address(self.peer),
                 self._config.pong_timeout,
             )
+            self.close_reason = "keepalive"
             self._after_input()
             self.close()
             return
@@ -504,6 +546,8 @@ class SipEndpoint:
         if isinstance(event, KeepAliveReceived) and not event.ping:
             self._pong_deadline = None
         elif isinstance(event, MessageRejected):
+            if event.fatal and self.close_reason is None:
+                self.close_reason = "oversize" if event.status_code == 513 else "protocol"
             logger.warning(
                 "rejected a message from %s: %s %s (%s)%s",
                 format_address(self.peer),
@@ -535,6 +579,7 @@ class SipEndpoint:
                 buffered,
                 self._config.max_write_buffer,
             )
+            self.close_reason = "write-buffer"
             self._closing = self._wire_closed = True
             self._wire.abort()
             self._wake.set()

@@ -6,8 +6,12 @@ Theory of operation
 (``StreamWriter.start_tls``), so that a handshake refused by policy (old protocol version,
 no shared ECDHE+AEAD suite, missing or untrusted client certificate) or one that takes
 longer than ``handshake_timeout`` is logged with the peer address and the reason, and only
-that connection is dropped. Each established connection becomes a
-:class:`~sip_gateway.aio.endpoint.SipEndpoint` over a :class:`StreamWire`.
+that connection is dropped. Before the handshake a new connection must get a slot from
+the listener's :class:`~sip_gateway.aio.admission.ConnectionLimits` (per source address and
+in total); one that does not is aborted at once and counted. Each established connection
+becomes a :class:`~sip_gateway.aio.endpoint.SipEndpoint` over a :class:`StreamWire`; when
+it ends, the reason this side closed it (oversize message, slow message, ...) is counted
+in :attr:`SipTlsServer.closures`.
 
 :class:`SipTlsConnector` makes outbound connections and keeps one live connection per
 (host, port, server name), so every request to a peer reuses it. It also adopts inbound
@@ -25,6 +29,7 @@ import contextlib
 import ipaddress
 import logging
 import ssl
+import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -34,6 +39,7 @@ from sip_gateway.sip.events import RequestReceived, SipEvent
 from sip_gateway.sip.headers import Via
 from sip_gateway.tls import TlsSessionInfo, session_info
 
+from .admission import ConnectionLimits, ConnectionLimitsConfig, QuietLog
 from .endpoint import (
     SipEndpoint,
     SipEndpointConfig,
@@ -348,6 +354,7 @@ class SipTlsServer:
         handler: SipHandler,
         config: SipEndpointConfig,
         connector: SipTlsConnector | None,
+        limits: ConnectionLimitsConfig | None = None,
     ) -> None:
         self._ssl_context = ssl_context
         self._handler = handler
@@ -361,6 +368,12 @@ class SipTlsServer:
         self._closing = False
         self.handshake_refusals: Counter[str] = Counter()
         """Inbound TLS handshakes that failed, by :func:`handshake_failure_kind` (metrics)."""
+        self.limits = ConnectionLimits(
+            limits or ConnectionLimitsConfig(), "SIP-TLS", QuietLog(logger, time.monotonic)
+        )
+        """The connection caps; ``limits.refusals`` counts refused connections by limit."""
+        self.closures: Counter[str] = Counter()
+        """Connections this side closed, by :attr:`SipEndpoint.close_reason` (metrics)."""
 
     @classmethod
     async def start(
@@ -372,6 +385,7 @@ class SipTlsServer:
         *,
         config: SipEndpointConfig | None = None,
         connector: SipTlsConnector | None = None,
+        limits: ConnectionLimitsConfig | None = None,
     ) -> SipTlsServer:
         """Listen on ``host:port`` (port 0 picks a free one).
 
@@ -383,6 +397,7 @@ class SipTlsServer:
             config: per-connection settings (keep-alive pings are never sent inbound).
             connector: when given, inbound connections with a Via ``alias`` are offered to
                 it for reuse (RFC 5923).
+            limits: per-source and total connection caps (defaults when None).
 
         Returns:
             The running listener.
@@ -390,8 +405,9 @@ class SipTlsServer:
         Raises:
             OSError: the address cannot be bound.
         """
-        server = cls(ssl_context, handler, config or SipEndpointConfig(), connector)
-        server._server = await asyncio.start_server(server._accept, host, port)
+        server = cls(ssl_context, handler, config or SipEndpointConfig(), connector, limits)
+        backlog = min(server.limits.config.max_connections, 1024)  # bursts wait in the kernel
+        server._server = await asyncio.start_server(server._accept, host, port, backlog=backlog)
         server._sockets = tuple(socket_address(s.getsockname()) for s in server._server.sockets)
         return server
 
@@ -437,6 +453,13 @@ class SipTlsServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        source = socket_address(writer.get_extra_info("peername"))[0]
+        refused = self.limits.admit(source)
+        if refused is not None:
+            writer.transport.abort()
+            self._tasks.discard(task)
+            self.limits.refused(source, refused)
+            return
         try:
             if not await self._handshake(writer):
                 return
@@ -455,6 +478,8 @@ class SipTlsServer:
                 await endpoint.run()
             finally:
                 self._endpoints.discard(endpoint)
+                if endpoint.close_reason is not None:
+                    self.closures[endpoint.close_reason] += 1
         except asyncio.CancelledError:
             # Closing the server cancels this handler. asyncio's stream callback calls
             # exception() on the finished task, which logs a cancelled one as an error.
@@ -462,6 +487,7 @@ class SipTlsServer:
         finally:
             writer.transport.abort()
             self._tasks.discard(task)
+            self.limits.release(source)
 
     async def _handshake(self, writer: asyncio.StreamWriter) -> bool:
         peer = format_address(socket_address(writer.get_extra_info("peername")))

@@ -6,7 +6,10 @@ Theory of operation
 accepts a WebSocket upgrade only when the client offers the ``sip`` subprotocol (RFC 7118
 section 4; anything else gets ``400``), then runs one
 :class:`~sip_gateway.aio.endpoint.SipEndpoint` over a :class:`WebSocketWire` for as long as
-the socket lives. The request handler's own task is the read pump.
+the socket lives. The request handler's own task is the read pump. Before the upgrade a
+session must get a slot from the service's
+:class:`~sip_gateway.aio.admission.ConnectionLimits` (per source address and in total);
+one that does not gets ``503`` with ``Retry-After`` and is counted.
 
 Framing is the WebSocket's: one SIP message per WebSocket message, text or binary
 (RFC 7118 section 5); a message is sent as text when it is valid UTF-8, else as binary. The
@@ -25,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Literal
@@ -34,6 +38,7 @@ from aiohttp import WSMsgType, web
 
 from sip_gateway.tls import TlsSessionInfo, session_info
 
+from .admission import ConnectionLimits, ConnectionLimitsConfig, QuietLog
 from .endpoint import (
     SipEndpoint,
     SipEndpointConfig,
@@ -154,12 +159,27 @@ class SipWebSocketService:
     Args:
         handler: receives the events of every WebSocket connection.
         config: per-connection settings (keep-alive pings are never sent: browsers do).
+        limits: per-source and total caps on WebSocket sessions (defaults when None).
     """
 
-    def __init__(self, handler: SipHandler, *, config: SipEndpointConfig | None = None) -> None:
+    def __init__(
+        self,
+        handler: SipHandler,
+        *,
+        config: SipEndpointConfig | None = None,
+        limits: ConnectionLimitsConfig | None = None,
+    ) -> None:
         self._handler = handler
         self._config = replace(config or SipEndpointConfig(), keepalive_interval=None)
         self._endpoints: set[SipEndpoint] = set()
+        self.limits = ConnectionLimits(
+            limits or ConnectionLimitsConfig(),
+            "WSS",
+            QuietLog(logger, time.monotonic),
+        )
+        """The session caps; ``limits.refusals`` counts refused sessions by limit."""
+        self.closures: Counter[str] = Counter()
+        """Sessions this side closed, by :attr:`SipEndpoint.close_reason` (metrics)."""
 
     @property
     def endpoints(self) -> frozenset[SipEndpoint]:
@@ -187,14 +207,28 @@ class SipWebSocketService:
                 "no 'sip' subprotocol offered" if ready.ok else "not a WebSocket upgrade",
             )
             return web.Response(status=400, text="SIP over WebSocket needs subprotocol 'sip'\n")
-        await ws.prepare(request)
-        endpoint = SipEndpoint(WebSocketWire(ws, request), self._handler, self._config)
-        logger.info("SIP WebSocket from %s (%s)", format_address(endpoint.peer), endpoint.transport)
-        self._endpoints.add(endpoint)
+        source = request.remote or ""
+        refused = self.limits.admit(source)
+        if refused is not None:
+            self.limits.refused(source, refused)
+            return web.Response(
+                status=503, headers={"Retry-After": "30"}, text="too many SIP WebSockets\n"
+            )
         try:
-            await endpoint.run()
+            await ws.prepare(request)
+            endpoint = SipEndpoint(WebSocketWire(ws, request), self._handler, self._config)
+            logger.info(
+                "SIP WebSocket from %s (%s)", format_address(endpoint.peer), endpoint.transport
+            )
+            self._endpoints.add(endpoint)
+            try:
+                await endpoint.run()
+            finally:
+                self._endpoints.discard(endpoint)
+                if endpoint.close_reason is not None:
+                    self.closures[endpoint.close_reason] += 1
         finally:
-            self._endpoints.discard(endpoint)
+            self.limits.release(source)
         return ws
 
     def close(self) -> None:

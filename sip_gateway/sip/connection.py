@@ -242,6 +242,11 @@ class SipConnection:
         out, self._out = self._out, []
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message held by the stream framer (0 between messages)."""
+        return self._framer.buffered
+
     def next_event(self) -> SipEvent | None:
         """The next event for the TU, or None."""
         return self._events.popleft() if self._events else None

@@ -35,6 +35,7 @@ from sip_gateway.aio import (
     SipTlsConnector,
     SipTlsServer,
 )
+from sip_gateway.aio.admission import ConnectionLimitsConfig
 from sip_gateway.aio.endpoint import format_address
 from sip_gateway.flood import FLOODED_METHODS, FloodGuard
 from sip_gateway.sdp import KeySource
@@ -298,17 +299,29 @@ class TrunkGateway:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def listen(self, host: str, port: int, ssl_context: ssl.SSLContext) -> SipTlsServer:
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        *,
+        limits: ConnectionLimitsConfig | None = None,
+    ) -> SipTlsServer:
         """Start the carrier-facing SIP-TLS listener (port 0 picks one).
 
         Use a server context with ``ClientAuth.OPTIONAL`` (or REQUIRED) when a trunk names
-        client certificates.
+        client certificates. ``limits`` caps its connections per source and in total.
 
         Raises:
             OSError: the address cannot be bound.
         """
         self._server = await SipTlsServer.start(
-            host, port, ssl_context, self._handle_inbound, config=self.endpoint_config
+            host,
+            port,
+            ssl_context,
+            self._handle_inbound,
+            config=self.endpoint_config,
+            limits=limits,
         )
         return self._server
 
