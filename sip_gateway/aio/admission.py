@@ -60,7 +60,7 @@ class QuietLog:
         self._last: dict[str, float] = {}
         self._held: Counter[str] = Counter()
 
-    def warning(self, key: str, message: str, *args: object) -> bool:
+    def report(self, key: str, message: str, *args: object) -> bool:
         """Log ``message % args`` unless ``key`` was logged less than ``interval`` ago.
 
         Returns:
@@ -134,7 +134,7 @@ class ConnectionLimits:
         """Count a refusal by ``limit`` and log it (rate-limited per source)."""
         self.refusals[limit] += 1
         cap = self.config.max_connections if limit == "total" else self.config.max_per_source
-        self._log.warning(
+        self._log.report(
             f"{self.name} {limit} {source}",
             "%s connection from %s refused: %s connection limit (%d) reached",
             self.name,
