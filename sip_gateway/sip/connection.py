@@ -300,7 +300,7 @@ def _raw_error_response(frame: bytes, exc: RemoteProtocolError) -> bytes | None:
     """
     head = frame.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
     lines = head.replace("\r\n", "\n").split("\n")
-    first = lines[0].split(" ")
+    first = lines[0].split()
     if len(first) < 3 or first[0] in ("ACK", "SIP/2.0") or not first[-1].startswith("SIP/"):
         return None
     out = [f"SIP/2.0 {exc.status_code} {exc.reason}"]

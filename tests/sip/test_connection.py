@@ -45,6 +45,22 @@ def test_malformed_request_gets_400_and_connection_goes_on() -> None:
     assert not conn.closed
 
 
+def test_trailing_spaces_on_the_request_line_still_get_400() -> None:  # RFC 4475 3.1.2.10
+    conn = _server()
+    conn.receive_data(
+        b"OPTIONS sip:remote-target@example.com SIP/2.0  \r\n"
+        b"Via: SIP/2.0/TCP host1.example.com;branch=z9hG4bK299342093\r\n"
+        b"To: <sip:remote-target@example.com>\r\nFrom: <sip:l@example.com>;tag=329429089\r\n"
+        b"Call-ID: trws.1\r\nCSeq: 238923 OPTIONS\r\nMax-Forwards: 70\r\n"
+        b"Content-Length: 0\r\n\r\n",
+        0.0,
+    )
+    response = conn.data_to_send()
+    assert response.startswith(b"SIP/2.0 400 ")
+    assert b"Call-ID: trws.1" in response and b"branch=z9hG4bK299342093" in response
+    assert not conn.closed
+
+
 def test_missing_call_id_from_to_gets_400() -> None:  # RFC 4475 3.3.1 insuf
     conn = _server()
     conn.receive_data(
