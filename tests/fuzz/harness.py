@@ -13,7 +13,9 @@ as ``python -m tests.fuzz.<target> [libFuzzer flags] [corpus dir]``, a module ca
   ``tests/fuzz/regressions/<target>`` to libFuzzer after the working corpus (the first
   directory on the command line, ``var/fuzz/<target>/corpus`` when none is given: new
   inputs are written there, never into the repository);
-* sends crashes to ``var/fuzz/<target>/crashes/`` unless ``-artifact_prefix=`` is given.
+* sends crashes to ``var/fuzz/<target>/crashes/`` unless ``-artifact_prefix=`` is given;
+* names a small launcher script as libFuzzer's program, so that ``-merge=1``, ``-fork``
+  and ``-jobs`` (which start the program again) work for a module run with ``-m``.
 
 A target module imports the code under test inside :func:`instrumented` so that, when it
 runs as a fuzzer, atheris instruments that code for coverage; imported by pytest (the
