@@ -50,6 +50,7 @@ from .call.browser import BrowserProfile
 from .call.orchestrator import Orchestrator, OrchestratorConfig
 from .dbtls import store_tls_config
 from .events import MqttConfig, MqttPublisher
+from .http_limits import GuardedSite, HttpLimits
 from .launch import (
     StartupError,
     configure_logging,
@@ -286,7 +287,16 @@ async def start(settings: Settings) -> RunningBridge:
             limits=ConnectionLimitsConfig(http.max_websockets, http.max_websockets_per_source),
         )
         ops.sources.sip_server, ops.sources.websocket = sip_server, websocket
-        runner, https_port = await start_https(site, https_ctx, websocket, mounts=(ops.mount,))
+        http_limits = HttpLimits(
+            ConnectionLimitsConfig(http.max_connections, http.max_connections_per_source),
+            handshake_timeout=http.handshake_timeout,
+        )
+        runner, https_port = await start_https(
+            site, https_ctx, websocket, mounts=(ops.mount,), limits=http_limits
+        )
+        ops.sources.https_limits = next(
+            (s.limits for s in runner.sites if isinstance(s, GuardedSite)), None
+        )
     except OSError as exc:
         await gateway.aclose()
         raise StartupError(

@@ -138,6 +138,9 @@ class HttpSettings(_Section):
     websocket_path: str = Field(default="/sip", pattern=r"^/[A-Za-z0-9._/-]*$")
     max_websockets: int = Field(default=2048, ge=1, le=1000000)
     max_websockets_per_source: int = Field(default=32, ge=1, le=1000000)
+    max_connections: int = Field(default=4096, ge=1, le=1000000)
+    max_connections_per_source: int = Field(default=128, ge=1, le=1000000)
+    handshake_timeout: float = Field(default=10.0, ge=0.5, le=120.0)
 
     _host = field_validator("listen_host")(_check_host)
 

@@ -21,6 +21,8 @@ from aiohttp import web
 
 from sip_gateway.aio.websocket import SipWebSocketService
 
+from .http_limits import GuardedSite, HttpLimits
+
 __all__ = ["STATIC_DIR", "HttpsSite", "start_https"]
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -78,6 +80,7 @@ async def start_https(
     websocket: SipWebSocketService,
     *,
     mounts: Sequence[Callable[[web.Application], None]] = (),
+    limits: HttpLimits | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Start the site; returns its runner (to clean up) and the bound port.
 
@@ -87,6 +90,8 @@ async def start_https(
         websocket: the SIP WebSocket service.
         mounts: each adds its routes (and shutdown hooks) to the application before it
             starts (the ops API).
+        limits: connection caps and handshake deadline of the listener (a
+            :class:`~bridge.http_limits.GuardedSite`); aiohttp's defaults when None.
 
     Raises:
         OSError: the address cannot be bound.
@@ -103,7 +108,18 @@ async def start_https(
         mount(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    tcp = web.TCPSite(runner, site.host, site.port, ssl_context=ctx)
+    tcp: web.TCPSite = (
+        web.TCPSite(runner, site.host, site.port, ssl_context=ctx)
+        if limits is None
+        else GuardedSite(
+            runner,
+            site.host,
+            site.port,
+            ssl_context=ctx,
+            limits=limits.connections,
+            handshake_timeout=limits.handshake_timeout,
+        )
+    )
     try:
         await tcp.start()
     except OSError:

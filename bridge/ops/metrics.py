@@ -282,6 +282,11 @@ class BridgeMetrics:
                 refused.add_metric([name, limit], listener.limits.refusals[limit])
             for reason, count in sorted(listener.closures.items()):
                 closed.add_metric([name, reason], count)
+        https = self.sources.https_limits
+        if https is not None:
+            held.add_metric(["https"], https.total)
+            for limit in ("per-source", "total"):
+                refused.add_metric(["https", limit], https.refusals[limit])
         yield from (held, refused, closed)
 
     def _abuse_metrics(self) -> Iterator[Metric]:

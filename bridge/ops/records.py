@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from sip_gateway.aio.admission import ConnectionLimits
     from sip_gateway.aio.stream import SipTlsServer
     from sip_gateway.aio.websocket import SipWebSocketService
     from sip_gateway.flood import FloodGuard
@@ -132,6 +133,7 @@ class OpsSources:
     gateway: TrunkGateway
     sip_server: SipTlsServer | None = None
     websocket: SipWebSocketService | None = None
+    https_limits: ConnectionLimits | None = None
     store: CallStoreReader | None = None
     broker: BrokerView | None = None
     browser_flood: FloodGuard | None = None

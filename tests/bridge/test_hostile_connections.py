@@ -305,3 +305,43 @@ async def test_websocket_sessions_are_capped_per_source_with_503(bridge: Factory
         == 2
     )
     await _finish(harness, call)
+
+
+async def test_https_listener_drops_half_open_handshakes_and_caps_connections(
+    bridge: Factory,
+) -> None:
+    http = {"listen_port": 0, "handshake_timeout": 1.0, "max_connections_per_source": 20}
+    harness = await bridge(sections={"http": http})
+    call = await _call_with_audio(harness)
+    port = harness.running.https_port
+    hello = bytes.fromhex("16030100f4010000f00303") + b"\x00" * 8
+    times = await asyncio.gather(
+        *(_half_open(port, "127.0.0.2", hello if i % 2 else b"") for i in range(100))
+    )
+    assert min(times) >= 0.9
+    assert max(times) <= 4.0
+    context = _client_ctx(harness)
+    held: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(30):  # 20 held, 10 dropped right after their handshake
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                port,
+                ssl=context,
+                local_addr=("127.0.0.3", 0),
+                server_hostname="localhost",
+            )
+            held.append(writer)
+        limits = harness.running.ops.sources.https_limits
+        async with asyncio.timeout(5):
+            while limits.refusals["per-source"] < 10:  # noqa: ASYNC110 - bounded poll
+                await asyncio.sleep(0.02)
+        await _audio_flows(call)
+        assert limits.held("127.0.0.3") == 20
+        refused = 'pstn_bridge_connections_refused_total{limit="per-source",listener="https"}'
+        assert _metric(harness, refused) == 10
+    finally:
+        for writer in held:
+            writer.transport.abort()
+    print(f"\nHTTPS: 100 half-open handshakes dropped after {min(times):.2f}-{max(times):.2f} s")
+    await _finish(harness, call)  # a new WSS session and REGISTER over the same listener
