@@ -54,6 +54,11 @@ OPTIONS). "501 / 400": either is right.
 | sdp01      | 3.3.15    | not 400   | RFC: 406; here the TU's answer to an INVITE from a trunk
 | inv2543    | 3.4.1     | not 400   | 100 Trying: accepted (see INV2543 below)
 
+Over WSS (``EXPECTED_WS``, the browser side: Signaling is the TU) each message is one
+WebSocket message, so the framing cases are answered like datagrams: clerr, ncl and mcl01
+get 400 and the connection stays (RFC 4475 3.1.2.2, 3.1.2.3, 3.3.9); valid requests get the
+browser TU's answers (401/407 challenges, 481, 200 to OPTIONS, 501 to unknown methods).
+
 INV2543: the RFC 2543 syntax parses (100 Trying). The trunk TU then refuses it 400 "INVITE
 without Contact" (it cannot build a dialog without one, RFC 3261 8.1.1.8). With no
 Content-Length on a stream (mandatory there, RFC 3261 20.14) the INVITE ends at its blank
@@ -69,6 +74,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 
 from tests.bridge import test_calls as _call_fixtures
@@ -142,7 +148,19 @@ EXPECTED: dict[str, str] = {
     "noreason.dat": DROP,
 }
 
+EXPECTED_WS = EXPECTED | {
+    # one SIP message per WebSocket message (RFC 7118 5): framing errors are the datagram
+    # ones, answered 400 with the connection kept
+    "clerr.dat": "400",
+    "ncl.dat": "400",
+    "mcl01.dat": "400",
+    # the browser side answers an unknown method 501 (the trunk side: 405)
+    "intmeth.dat": "501",
+    "esc02.dat": "501",
+}
+
 STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ", re.MULTILINE)
+WAIT_WS = 1.5
 WAIT = 2.5
 """Seconds each connection is watched: past the 1 s message_timeout of the bridge."""
 
@@ -201,6 +219,47 @@ async def test_torture_messages_over_tls_get_the_rfc_answers_while_a_call_goes_o
         name: (seen[name], EXPECTED[name])
         for name in names
         if seen[name] not in EXPECTED[name].split(" / ")
+    }
+    assert not wrong, wrong
+    await _finish(harness, call)
+
+
+async def _send_ws(harness: Harness, session: aiohttp.ClientSession, data: bytes) -> list[int]:
+    """Statuses answered to one torture message sent as one WebSocket message."""
+    url = f"wss://127.0.0.1:{harness.running.https_port}/sip"
+    statuses: list[int] = []
+    async with session.ws_connect(url, protocols=("sip",)) as ws:
+        await ws.send_bytes(data)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WAIT_WS):
+                async for message in ws:
+                    raw = message.data if isinstance(message.data, bytes) else str(message.data)
+                    text = raw.encode() if isinstance(raw, str) else raw
+                    statuses.extend(int(m) for m in STATUS.findall(text))
+    return statuses
+
+
+async def test_torture_messages_over_wss_get_the_rfc_answers_while_a_call_goes_on(
+    bridge: Factory,
+) -> None:
+    harness = await bridge(sections={"http": {"listen_port": 0, "max_websockets_per_source": 64}})
+    call = await _call_with_audio(harness)
+    names = [name for name, _ in MANIFEST]
+    connector = aiohttp.TCPConnector(ssl=_client_ctx(harness), limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        results = await asyncio.gather(
+            *(_send_ws(harness, session, _framed(load(name))) for name in names)
+        )
+    await _audio_flows(call)
+    for name, statuses in zip(names, results, strict=True):
+        print(f"{name:15} {EXPECTED_WS[name]:10} statuses={statuses}")
+    seen = {
+        name: _verdict(statuses, False, 0.0) for name, statuses in zip(names, results, strict=True)
+    }
+    wrong = {
+        name: (seen[name], EXPECTED_WS[name])
+        for name in names
+        if seen[name] not in EXPECTED_WS[name].split(" / ")
     }
     assert not wrong, wrong
     await _finish(harness, call)
