@@ -366,11 +366,10 @@ class SipTlsServer:
         self._handshaking: set[asyncio.StreamWriter] = set()
         self._sockets: tuple[tuple[str, int], ...] = ()
         self._closing = False
+        self._quiet = QuietLog(logger, time.monotonic)
         self.handshake_refusals: Counter[str] = Counter()
         """Inbound TLS handshakes that failed, by :func:`handshake_failure_kind` (metrics)."""
-        self.limits = ConnectionLimits(
-            limits or ConnectionLimitsConfig(), "SIP-TLS", QuietLog(logger, time.monotonic)
-        )
+        self.limits = ConnectionLimits(limits or ConnectionLimitsConfig(), "SIP-TLS", self._quiet)
         """The connection caps; ``limits.refusals`` counts refused connections by limit."""
         self.closures: Counter[str] = Counter()
         """Connections this side closed, by :attr:`SipEndpoint.close_reason` (metrics)."""
@@ -498,9 +497,13 @@ class SipTlsServer:
             )
         except (OSError, TimeoutError) as exc:
             if not self._closing:
-                self.handshake_refusals[handshake_failure_kind(exc)] += 1
+                kind = handshake_failure_kind(exc)
+                self.handshake_refusals[kind] += 1
                 reason = handshake_failure_reason(exc)
-                logger.warning("TLS handshake with %s refused: %s", peer, reason)
+                host = peer.rsplit(":", 1)[0]
+                self._quiet.report(
+                    f"handshake {kind} {host}", "TLS handshake with %s refused: %s", peer, reason
+                )
             writer.transport.abort()
             return False
         finally:

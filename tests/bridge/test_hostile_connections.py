@@ -187,7 +187,7 @@ async def _half_open(port: int, source: str, partial: bytes) -> float:
 
 
 async def test_half_open_tls_handshakes_are_dropped_at_the_handshake_timeout(
-    bridge: Factory,
+    bridge: Factory, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness = await bridge(sip={"handshake_timeout": 1.0, "max_connections_per_source": 300})
     call = await _call_with_audio(harness)
@@ -200,6 +200,8 @@ async def test_half_open_tls_handshakes_are_dropped_at_the_handshake_timeout(
     assert min(times) >= 0.9
     assert max(times) <= 4.0
     assert _metric(harness, "pstn_bridge_tls_handshake_refusals", 'kind="timeout"') == 200
+    lines = [r for r in caplog.records if "TLS handshake with 127.0.0.2" in r.getMessage()]
+    assert len(lines) == 1  # one line per source and kind every 10 s, not 200
     print(f"\n200 half-open handshakes dropped after {min(times):.2f}-{max(times):.2f} s")
     await _finish(harness, call)
 
