@@ -211,8 +211,7 @@ class SipEndpoint:
         self._wire_closed = False
         self._last_activity = self._loop.time()
         self._pong_deadline: float | None = None
-        # inbound connections must bring their first message in time; outbound ones wait
-        self._message_since: float | None = None if keepalive else self._last_activity
+        self._message_since = None if keepalive else self._last_activity  # inbound: 1st message
         self.close_reason: str | None = None
         """Why this side closed the connection: ``"oversize"``, ``"message-timeout"``,
         ``"write-buffer"``, ``"keepalive"``, ``"protocol"``; None otherwise."""
