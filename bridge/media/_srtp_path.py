@@ -20,13 +20,14 @@ that raises is counted and logged once; the media goes on.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
 
-__all__ = ["PacketCallback", "SrtpPath", "WebRtcLegStats"]
+__all__ = ["PacketCallback", "SrtpPath", "WebRtcLegStats", "started_srtp_paths"]
 
 logger = logging.getLogger("bridge.media.webrtc_leg")
 
@@ -75,10 +76,19 @@ def _not_started(data: bytes) -> bytes:
     raise AssertionError("SrtpPath used before start()")  # pragma: no cover
 
 
+_STARTED: weakref.WeakSet[SrtpPath] = weakref.WeakSet()
+
+
+def started_srtp_paths() -> int:
+    """WebRTC legs whose SRTP contexts are in use (started, not stopped; ``/metrics``)."""
+    return len(_STARTED)
+
+
 class SrtpPath:
     """SRTP unprotect/protect between one ICE socket and the leg's callbacks."""
 
     __slots__ = (
+        "__weakref__",
         "_fallback",
         "_on_rtcp",
         "_on_rtp",
@@ -124,10 +134,12 @@ class SrtpPath:
         self._protect, self._protect_rtcp = tx.protect, tx.protect_rtcp
         self._remote = remote
         self._sendto = sendto
+        _STARTED.add(self)
 
     def stop_sending(self) -> None:
         """Drop (and count) every later send: the transport is gone."""
         self._sendto = None
+        _STARTED.discard(self)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         """Handle one datagram of the nominated socket (replaces aioice's handler)."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -81,6 +82,7 @@ __all__ = [
     "WebRtcLegConfig",
     "WebRtcLegError",
     "WebRtcLegStats",
+    "open_ice_sockets",
 ]
 
 logger = logging.getLogger("bridge.media.webrtc_leg")
@@ -190,6 +192,14 @@ class _Remote:
     dtls_role: str
 
 
+_LEGS: weakref.WeakSet[WebRtcLeg] = weakref.WeakSet()
+
+
+def open_ice_sockets() -> int:
+    """UDP sockets the process's WebRTC legs' ICE agents hold now (for ``/metrics``)."""
+    return sum(len(leg._gatherer._connection._protocols) for leg in list(_LEGS))
+
+
 class WebRtcLeg:
     """ICE + DTLS-SRTP transport of one browser leg; build it with :meth:`create`."""
 
@@ -211,6 +221,7 @@ class WebRtcLeg:
         self._gatherer = RTCIceGatherer(iceServers=ice_servers(config))
         self._ice = RTCIceTransport(self._gatherer)
         self._dtls = RTCDtlsTransport(self._ice, [self._certificate])
+        _LEGS.add(self)
         self._dtls._handle_rtp_data = self._path.handle_rtp_data  # type: ignore[method-assign]
         self._dtls._handle_rtcp_data = self._path.handle_rtcp_data  # type: ignore[method-assign]
         self._establishing: asyncio.Task[DtlsFacts] | None = None

@@ -17,6 +17,14 @@ kinds of figures:
   failures and blocks, refused TLS handshakes on the SIP listener, trunk status, the store's
   and the broker's queue depth and drops, the live stream's clients and drops, and the API's
   own 401s and 429s.
+* Resources held now, counted from the objects that own them (a leak shows as a count that
+  does not return to zero once the calls are over): asyncio tasks, browser and gateway
+  dialogs, SIP transactions, media UDP sockets (the gateway legs' RTP ports, the WebRTC
+  legs' ICE sockets), SRTP sessions (gateway legs' SDES sessions, WebRTC legs' DTLS-keyed
+  contexts). Transactions, sockets and SRTP sessions are counted process-wide from small
+  registries in their modules, so an embedded carrier simulator (or a test's own client)
+  in the same process is counted too; a freed SDES session leaves the count at the next
+  garbage collection.
 
 Labels only take values from bounded sets (reasons, suite and version names the TLS and
 SRTP policies allow, trunk names); nothing secret is ever a label.
@@ -24,6 +32,7 @@ SRTP policies allow, trunk names); nothing secret is ever a label.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -32,7 +41,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from sip_gateway.aio.rtp import open_media_sockets
+from sip_gateway.media.srtp import live_srtp_sessions
+from sip_gateway.sip.transaction import live_transactions
 from sip_gateway.trunk import TrunkStatus
+
+from ..media._srtp_path import started_srtp_paths
+from ..media.webrtc_leg import open_ice_sockets
 
 if TYPE_CHECKING:
     from ..call.call import Call
@@ -167,6 +182,36 @@ class BridgeMetrics:
         yield from self._refusal_metrics()
         yield from self._trunks()
         yield from self._queues()
+        yield from self._resources()
+
+    def _resources(self) -> Iterator[Metric]:
+        """Tasks, dialogs, transactions, UDP sockets and SRTP sessions held now."""
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped outside a running loop
+            tasks = 0
+        yield GaugeMetricFamily(_P + "asyncio_tasks", "asyncio tasks of the process", tasks)
+        dialogs = GaugeMetricFamily(
+            _P + "sip_dialogs", "SIP dialogs and pending INVITEs held, by side", labels=["side"]
+        )
+        dialogs.add_metric(["browser"], len(self.sources.orchestrator.dialogs))
+        dialogs.add_metric(["gateway"], len(self.sources.gateway.calls))
+        yield dialogs
+        yield GaugeMetricFamily(
+            _P + "sip_transactions", "SIP transactions held (process-wide)", live_transactions()
+        )
+        udp = GaugeMetricFamily(
+            _P + "udp_sockets", "Media UDP sockets open (process-wide), by kind", labels=["kind"]
+        )
+        udp.add_metric(["rtp"], open_media_sockets())
+        udp.add_metric(["ice"], open_ice_sockets())
+        yield udp
+        srtp = GaugeMetricFamily(
+            _P + "srtp_sessions", "SRTP sessions alive (process-wide), by leg", labels=["leg"]
+        )
+        srtp.add_metric(["gateway"], live_srtp_sessions())
+        srtp.add_metric(["webrtc"], started_srtp_paths())
+        yield srtp
 
     def _calls(self) -> Iterator[Metric]:
         orchestrator = self.sources.orchestrator

@@ -38,6 +38,7 @@ import logging
 import secrets
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from sip_gateway.media.session import MediaSession
     from sip_gateway.sdp.media_config import MediaConfig
 
-__all__ = ["AudioSource", "EventSink", "MediaEndpoint", "MediaSocket"]
+__all__ = ["AudioSource", "EventSink", "MediaEndpoint", "MediaSocket", "open_media_sockets"]
 
 logger = logging.getLogger("sip_gateway.aio.rtp")
 
@@ -84,6 +85,21 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             self.owner.send_errors += 1
 
 
+_SOCKETS: weakref.WeakSet[MediaSocket] = weakref.WeakSet()
+
+
+def open_media_sockets() -> int:
+    """UDP sockets of the process's media sockets not yet closed (for ``/metrics``)."""
+    count = 0
+    for media_socket in list(_SOCKETS):
+        count += sum(
+            1
+            for transport in (media_socket._rtp, media_socket._rtcp)
+            if transport is not None and not transport.is_closing()
+        )
+    return count
+
+
 class MediaSocket:
     """The bound UDP socket(s) of one media leg.
 
@@ -112,6 +128,7 @@ class MediaSocket:
         self._handler: Callable[[bytes, Address], None] | None = None
         self.send_rtp: Callable[[bytes, Address], None] = rtp.sendto
         """``sendto`` of the RTP socket: the per-packet path, valid until :meth:`close`."""
+        _SOCKETS.add(self)
 
     @classmethod
     async def open(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -43,6 +44,7 @@ __all__ = [
     "SRTP_PROFILES",
     "SrtpCounters",
     "SrtpSession",
+    "live_srtp_sessions",
     "new_sdes_key",
 ]
 
@@ -112,6 +114,18 @@ def new_sdes_key(suite: str, key_source: Callable[[int], bytes]) -> bytes:
     return key
 
 
+_LIVE: weakref.WeakSet[SrtpSession] = weakref.WeakSet()
+
+
+def live_srtp_sessions() -> int:
+    """SDES SRTP sessions of the process still referenced (for ``/metrics``).
+
+    A session lives as long as its media session does; one that survives a garbage
+    collection after its call ended is a leak.
+    """
+    return len(_LIVE)
+
+
 class SrtpSession:
     """Both SRTP directions of one SDES-keyed call leg.
 
@@ -123,6 +137,7 @@ class SrtpSession:
     """
 
     __slots__ = (
+        "__weakref__",
         "_inbound",
         "_key_id",
         "_outbound",
@@ -148,6 +163,7 @@ class SrtpSession:
         self._key_id = _key_id(crypto)
         self.counters = SrtpCounters()
         self.last_drop_reason: str | None = None
+        _LIVE.add(self)
 
     def __repr__(self) -> str:
         """Suite and counters only (never key material)."""

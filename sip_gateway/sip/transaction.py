@@ -17,6 +17,7 @@ This layer never serialises bytes and never touches the network: it queues messa
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
@@ -46,6 +47,7 @@ __all__ = [
     "TxState",
     "build_ack_for_final",
     "build_cancel",
+    "live_transactions",
 ]
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -371,6 +373,14 @@ def _copy(source: Headers, target: Headers, names: tuple[str, ...]) -> None:
             target.add(name, value)
 
 
+_LAYERS: weakref.WeakSet[TransactionLayer] = weakref.WeakSet()
+
+
+def live_transactions() -> int:
+    """Transactions held by the process's transaction layers (for ``/metrics``)."""
+    return sum(len(layer._transactions) for layer in list(_LAYERS))
+
+
 class TransactionLayer:
     """All transactions of one connection, client and server.
 
@@ -383,6 +393,7 @@ class TransactionLayer:
         self.messages_to_send: deque[SipMessage] = deque()
         self.events: deque[SipEvent] = deque()
         self._transactions: dict[str, Transaction] = {}
+        _LAYERS.add(self)
 
     # -- queries ---------------------------------------------------------------------
 
