@@ -302,9 +302,10 @@ class SdpMedia(_AttributeList):
 def _milliseconds(value: str | None, what: str) -> int | None:
     if value is None:
         return None
-    if _PTIME.fullmatch(value.strip()) is None or float(value) <= 0:
+    text = value.strip(" \t")  # not str.strip(): float() refuses some of what it strips
+    if _PTIME.fullmatch(text) is None or float(text) <= 0:
         raise SdpParseError(f"malformed {what}")
-    return max(1, round(float(value)))
+    return max(1, round(float(text)))
 
 
 @dataclass(slots=True, kw_only=True)

@@ -226,6 +226,9 @@ def test_maxptime_caps_the_remote_ptime() -> None:
     offer.media[0].set_attribute("ptime", "bogus")
     _, config = answer_offer(offer, GATEWAY, LOCAL, key_source=Keys())
     assert config.ptime == 20
+    offer.media[0].set_attribute("ptime", "30\x1c")  # found by the fuzzer: was a ValueError
+    _, config = answer_offer(offer, GATEWAY, LOCAL, key_source=Keys())
+    assert config.ptime == 20
 
 
 def test_rtcp_attribute_gives_the_rtcp_address() -> None:

@@ -272,6 +272,10 @@ def test_typed_helpers_raise_parse_error_on_malformed_values() -> None:
         ("rtpmap", "x PCMU/8000", lambda: media.rtpmaps),
         ("ptime", "abc", lambda: media.ptime),
         ("maxptime", "-1", lambda: media.maxptime),
+        # found by the fuzzer (tests/fuzz/regressions/sdp): str.strip() removed the
+        # separator that float() then refused, so a ValueError escaped answer_offer
+        ("ptime", "1\x1c", lambda: media.ptime),
+        ("maxptime", "\x1c40", lambda: media.maxptime),
         ("rtcp", "9 IN", lambda: media.rtcp),
         ("candidate", "1 1 udp", lambda: media.candidates),
         ("ssrc", "x cname:y", lambda: media.ssrcs),
