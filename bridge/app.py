@@ -439,6 +439,7 @@ def _orchestrator(
             max_remote_candidates=webrtc.max_remote_candidates,
         ),
         pipeline=pipeline,
+        media_timeout=settings.sip.media_timeout,
     )
     return Orchestrator(
         config,

@@ -118,6 +118,7 @@ class SipSettings(_Section):
     max_connections_per_source: int = Field(default=64, ge=1, le=1000000)
     realm: str = Field(default="pstn-bridge", min_length=1, max_length=128)
     media_port_range: tuple[Port, Port] | None = None
+    media_timeout: float = Field(default=60.0, ge=0.0, le=3600.0)  # 0: never
 
     _host = field_validator("listen_host")(_check_host)
 

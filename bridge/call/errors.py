@@ -45,6 +45,7 @@ class EndReason(StrEnum):
     NO_BROWSER = "no-registered-browser"
     BROWSER_GONE = "browser-connection-lost"
     MEDIA_FAILED = "media-failed"
+    MEDIA_TIMEOUT = "media-timeout"
     SESSION_EXPIRED = "session-expired"
     SHUTDOWN = "shutdown"
     FAILED = "failed"

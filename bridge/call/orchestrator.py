@@ -66,6 +66,7 @@ from .browser import (
 from .call import Call
 from .errors import CallRefusedError, EndReason, failure_status
 from .journal import Journal
+from .media_watch import watch_media
 from .state import CallPhase, CallTransition
 
 __all__ = ["BrowserContacts", "Orchestrator", "OrchestratorConfig"]
@@ -86,11 +87,14 @@ class OrchestratorConfig:
         trunk: the trunk that carries outbound calls.
         browser: the browser legs' settings.
         pipeline: the media settings.
+        media_timeout: seconds without carrier RTP in an answered call before it is hung
+            up (``media-timeout``); 0 never.
     """
 
     trunk: str
     browser: BrowserProfile
     pipeline: PipelineConfig
+    media_timeout: float = 0.0
 
 
 class Orchestrator:
@@ -439,6 +443,8 @@ class Orchestrator:
         )
         self.calls[call_id] = call
         self.journal.report(record, "started", {"direction": direction, "user": user})
+        if self.config.media_timeout > 0:
+            call.spawn(watch_media(call, self.config.media_timeout), "media watch")
         return call
 
     async def _ring_browsers(

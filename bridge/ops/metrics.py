@@ -23,8 +23,8 @@ kinds of figures:
   legs' ICE sockets), SRTP sessions (gateway legs' SDES sessions, WebRTC legs' DTLS-keyed
   contexts). Transactions, sockets and SRTP sessions are counted process-wide from small
   registries in their modules, so an embedded carrier simulator (or a test's own client)
-  in the same process is counted too; a freed SDES session leaves the count at the next
-  garbage collection.
+  in the same process is counted too. SIP transactions are open (no final response yet)
+  or lingering (kept by their timers to absorb retransmissions, up to 64*T1).
 
 Labels only take values from bounded sets (reasons, suite and version names the TLS and
 SRTP policies allow, trunk names); nothing secret is ever a label.
@@ -197,9 +197,16 @@ class BridgeMetrics:
         dialogs.add_metric(["browser"], len(self.sources.orchestrator.dialogs))
         dialogs.add_metric(["gateway"], len(self.sources.gateway.calls))
         yield dialogs
-        yield GaugeMetricFamily(
-            _P + "sip_transactions", "SIP transactions held (process-wide)", live_transactions()
+        transactions = GaugeMetricFamily(
+            _P + "sip_transactions",
+            "SIP transactions held (process-wide): open (no final response yet), lingering "
+            "(absorbing retransmissions until their timer)",
+            labels=["state"],
         )
+        open_count, lingering = live_transactions()
+        transactions.add_metric(["open"], open_count)
+        transactions.add_metric(["lingering"], lingering)
+        yield transactions
         udp = GaugeMetricFamily(
             _P + "udp_sockets", "Media UDP sockets open (process-wide), by kind", labels=["kind"]
         )

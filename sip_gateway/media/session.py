@@ -355,6 +355,7 @@ class MediaSession:
         crypto = _sdes(config)
         codec = _send_codec(config)
         if not self._srtp.same_keys(crypto):
+            self._srtp.retire()
             self._srtp = SrtpSession(crypto)
         if config.remote_address != self._config.remote_address:
             self._remote, self._latched = config.remote_address, False
@@ -379,6 +380,7 @@ class MediaSession:
             self._send_rtcp(now, bye=True)
         self._closed = True
         self._running = False
+        self._srtp.retire()
 
     def stats(self) -> MediaStats:
         """A snapshot of the counters."""

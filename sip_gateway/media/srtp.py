@@ -118,10 +118,10 @@ _LIVE: weakref.WeakSet[SrtpSession] = weakref.WeakSet()
 
 
 def live_srtp_sessions() -> int:
-    """SDES SRTP sessions of the process still referenced (for ``/metrics``).
+    """SDES SRTP sessions of the process in use (for ``/metrics``).
 
-    A session lives as long as its media session does; one that survives a garbage
-    collection after its call ended is a leak.
+    A session counts from its creation until its media session retires it (closed, or
+    re-keyed) or it is freed.
     """
     return len(_LIVE)
 
@@ -164,6 +164,10 @@ class SrtpSession:
         self.counters = SrtpCounters()
         self.last_drop_reason: str | None = None
         _LIVE.add(self)
+
+    def retire(self) -> None:
+        """No longer in use (its media session closed or re-keyed): leave the live count."""
+        _LIVE.discard(self)
 
     def __repr__(self) -> str:
         """Suite and counters only (never key material)."""

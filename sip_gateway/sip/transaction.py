@@ -376,9 +376,25 @@ def _copy(source: Headers, target: Headers, names: tuple[str, ...]) -> None:
 _LAYERS: weakref.WeakSet[TransactionLayer] = weakref.WeakSet()
 
 
-def live_transactions() -> int:
-    """Transactions held by the process's transaction layers (for ``/metrics``)."""
-    return sum(len(layer._transactions) for layer in list(_LAYERS))
+_WAITING = frozenset({TxState.CALLING, TxState.TRYING, TxState.PROCEEDING})
+
+
+def live_transactions() -> tuple[int, int]:
+    """Transactions the process's transaction layers hold (for ``/metrics``).
+
+    Returns:
+        (open, lingering): transactions still waiting for a final response, and those
+        kept after it only to absorb retransmissions (Accepted, Completed, Confirmed),
+        which their timers end (Timer L: 64*T1 for an answered INVITE server transaction).
+    """
+    open_count = lingering = 0
+    for layer in list(_LAYERS):
+        for transaction in list(layer._transactions.values()):
+            if transaction.state in _WAITING:
+                open_count += 1
+            else:
+                lingering += 1
+    return open_count, lingering
 
 
 class TransactionLayer:

@@ -17,64 +17,14 @@ from typing import Any
 
 import pytest
 
-from bridge.app import RunningBridge, start
-from bridge.settings import Settings
+from bridge.app import start
 from sip_gateway.devcerts import ensure_dev_pki
-from sip_gateway.tls import TlsClientConfig, client_context
-from tests.interop.peers import free_port
+from tests.bridge.fault_support import DID, NUMBER, PASSWORD, USER, bridge_settings, client_config
 from tests.userdb import add_users
 from tests.webrtc_audio import pcmu_payloads, speech_8k
-from tests.webrtc_client import ClientCall, ClientConfig, PacketSource, WebRtcClient
+from tests.webrtc_client import ClientCall, PacketSource, WebRtcClient
 
-PASSWORD = "correct horse battery staple"
-USER, DID = "alice", "+15005550199"
-NUMBER = "+441632960123"
 CALLS = 5
-
-
-def bridge_settings(tmp_path: Path, pki: Any, **sections: Any) -> Settings:
-    """Settings of a bridge with the embedded simulator, its database under ``tmp_path``."""
-    sim_port = free_port()
-    return Settings.model_validate(
-        {
-            "node": {"var_dir": tmp_path / "var"},
-            "tls": {
-                "cert_file": pki.server_certificate,
-                "key_file": pki.server_key,
-                "ca_file": pki.ca_certificate,
-            },
-            "sip": {"listen_port": 0},
-            "http": {"listen_port": 0},
-            "users": {"demo_user": ""},
-            "trunks": [
-                {
-                    "name": "sim",
-                    "host": "127.0.0.1",
-                    "port": sim_port,
-                    "ca_file": pki.ca_certificate,
-                    "allowed_sources": ["127.0.0.1/32"],
-                    "options_interval": 0,
-                }
-            ],
-            "carrier_sim": {"listen_port": sim_port, "ring_time": 0.05},
-            "limits": {
-                "max_concurrent_calls_per_user": 100,
-                "max_calls_per_minute_per_user": 1000,
-            },
-        }
-        | sections
-    )
-
-
-def client_config(running: RunningBridge, settings: Settings, ca: Path) -> ClientConfig:
-    """A browser of ``USER`` on the running bridge's WSS listener."""
-    return ClientConfig(
-        url=f"wss://127.0.0.1:{running.https_port}/sip",
-        ssl=client_context(TlsClientConfig(ca_file=ca)),
-        user=USER,
-        password=PASSWORD,
-        domain=settings.sip.realm,
-    )
 
 
 @pytest.fixture(scope="module")
