@@ -7,7 +7,9 @@ browser. :func:`watch_media` runs as one of the call's own tasks (cancelled at i
 and reads the gateway leg's ``packets_received`` counter once a second: while the call
 is answered and the counter has not moved for ``limit`` seconds, the call is hung up
 with end reason ``media-timeout`` (BYE both ways). Before the answer nothing is
-measured (ringing has no media obligation); the clock restarts at each new packet. A
+measured (ringing has no media obligation), nor while the negotiated direction says we
+receive nothing (a call on hold: our side ``sendonly`` or ``inactive``); the clock
+restarts at each new packet. A
 carrier that legitimately suppresses silence still sends RTCP, but only RTP counts here,
 so a timeout below a minute or so suits tests, not production (the default is 60 s).
 """
@@ -37,7 +39,7 @@ async def watch_media(call: Call, limit: float, *, interval: float = 1.0) -> Non
     last_change = time.monotonic()
     while call.end_reason is None:
         await asyncio.sleep(step)
-        if call.phase is not CallPhase.ANSWERED:
+        if call.phase is not CallPhase.ANSWERED or not _expects_media(call):
             last_change = time.monotonic()
             continue
         _webrtc, gateway = call.media.leg_stats()
@@ -49,3 +51,9 @@ async def watch_media(call: Call, limit: float, *, interval: float = 1.0) -> Non
             log.info("call %s: no carrier RTP for %.0f s; hanging up", call.call_id, limit)
             await call.hangup(EndReason.MEDIA_TIMEOUT)
             return
+
+
+def _expects_media(call: Call) -> bool:
+    """Whether the gateway leg's negotiated direction lets the carrier send to us."""
+    config = call.media.gateway_port.config  # opened before the carrier was called
+    return config is not None and config.direction not in ("sendonly", "inactive")

@@ -205,6 +205,8 @@ async def test_fifty_calls_with_faults_end_right_and_leave_nothing(
         for fault, call in calls:
             if fault == "none":
                 assert not call.ended, call.ended_by
+                # loosely: the carrier's echo came back (at least half the talk time's frames)
+                assert call.reception.count >= TALK / 2 * 50, call.reception.count
                 assert await call.hangup() == 200
         async with asyncio.timeout(MEDIA_TIMEOUT + 10):
             while running.orchestrator.active:  # noqa: ASYNC110 - bounded poll
