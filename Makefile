@@ -48,6 +48,7 @@ system-deps:
 bench: $(STAMP)
 	$(PY) -m tests.bench.media_bench
 	$(PY) -m tests.bench.transcode_bench
+	$(PY) -m tests.bench.quality_bench
 	$(PY) -m tests.bench.call_bench
 
 # Coverage-guided fuzzing (tests/fuzz, README "Fuzzing"): every target for SECONDS seconds,
