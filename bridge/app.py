@@ -59,6 +59,7 @@ from .launch import (
     tls_material,
 )
 from .media.pipeline import PipelineConfig
+from .media.plane import MediaPlane, MediaPlaneConfig, worker_count
 from .media.transcode import OpusEncoderConfig
 from .media.webrtc_leg import WebRtcLegConfig
 from .ops.access import load_token
@@ -111,6 +112,7 @@ class RunningBridge:
     ops: OpsApi | None = None
     ops_token_file: Path | None = None
     call_store: CallStore | None = None
+    plane: MediaPlane | None = None
 
     @property
     def sip_port(self) -> int:
@@ -120,6 +122,8 @@ class RunningBridge:
     async def close(self) -> None:
         """Hang up every call, stop accepting, close every connection and wait for them."""
         await self.orchestrator.aclose()
+        if self.plane is not None:
+            await self.plane.aclose()  # after the calls closed their media
         if self.publisher is not None:
             await self.publisher.aclose()  # after the calls' final updates
         await self.http_runner.cleanup()
@@ -304,6 +308,7 @@ async def start(settings: Settings) -> RunningBridge:
             f"{exc.strerror or exc}"
         ) from exc
     simulator = await start_carrier_sim(settings, cert, key, ca)
+    plane = await _media_plane(settings, orchestrator)
     gateway.start()
     call_store.start()
     if publisher is not None:
@@ -324,7 +329,31 @@ async def start(settings: Settings) -> RunningBridge:
         ops=ops,
         ops_token_file=ops_token_file,
         call_store=call_store,
+        plane=plane,
     )
+
+
+async def _media_plane(settings: Settings, orchestrator: Orchestrator) -> MediaPlane | None:
+    """Start the media worker processes (None with ``[media] workers = 0``).
+
+    Raises:
+        StartupError: a worker process could not be started.
+    """
+    workers = worker_count(settings.media.workers)
+    if workers == 0:
+        return None
+    plane = MediaPlane(
+        MediaPlaneConfig(
+            workers=workers, pipeline=orchestrator.config.pipeline, log_level=settings.log.level
+        )
+    )
+    try:
+        await plane.start()
+    except OSError as exc:
+        await plane.aclose()
+        raise StartupError(f"cannot start the media workers: {exc}") from exc
+    orchestrator.plane = plane
+    return plane
 
 
 def _ops_api(settings: Settings, sources: OpsSources) -> tuple[OpsApi, Path | None]:

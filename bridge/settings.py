@@ -37,6 +37,7 @@ __all__ = [
     "HttpSettings",
     "LimitsSettings",
     "LogSettings",
+    "MediaSettings",
     "NodeSettings",
     "OpsSettings",
     "Settings",
@@ -370,6 +371,14 @@ class LimitsSettings(_Section):
     carrier_request_burst: int = Field(default=400, ge=1, le=1000000)
 
 
+class MediaSettings(_Section):
+    """Where the calls' media runs (ICE/DTLS-SRTP, SDES-SRTP, transcoding)."""
+
+    workers: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = "auto"
+    """Media worker processes: ``auto`` is one per CPU core; 0 runs media in the
+    signaling process."""
+
+
 class LogSettings(_Section):
     """Logging of the bridge process."""
 
@@ -440,6 +449,7 @@ class Settings(BaseSettings):
     users: UsersSettings = UsersSettings()
     dialplan: DialPlanSettings = DialPlanSettings()
     limits: LimitsSettings = LimitsSettings()
+    media: MediaSettings = MediaSettings()
     log: LogSettings = LogSettings()
     events: EventsSettings = EventsSettings()
     ops: OpsSettings = OpsSettings()

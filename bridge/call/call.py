@@ -37,8 +37,14 @@ from sip_gateway.trunk import (
 )
 from sip_gateway.trunk import EndReason as LegEndReason
 
-from ..media.events import DigitRelayed, MediaEvent, MediaFailed, WebRtcConnected
-from ..media.pipeline import CallMedia
+from ..media.events import (
+    DigitRelayed,
+    MediaEvent,
+    MediaFailed,
+    MediaWorkerLost,
+    WebRtcConnected,
+)
+from ..media.interface import CallMediaInterface
 from ..security import SecurityRecord
 from .errors import CallStateError, EndReason, failure_status
 from .state import CallInput, CallPhase, CallTransition, advance
@@ -63,7 +69,7 @@ class Call:
         call_id: str,
         direction: str,
         user: str,
-        media: CallMedia,
+        media: CallMediaInterface[Any],
         record: SecurityRecord,
         browser_endpoint: SipEndpoint | None,
         on_transition: Callable[[CallTransition], None],
@@ -229,9 +235,11 @@ class Call:
             self._leg_up("webrtc")
             self.send_record()
         elif isinstance(event, MediaFailed):
-            self.record.refuse("media-failed", f"{event.leg}: {event.reason}")
-            self.report("refused", {"reason": "media-failed", "leg": event.leg})
-            self.spawn(self.hangup(EndReason.MEDIA_FAILED), "media failed")
+            lost = isinstance(event, MediaWorkerLost)
+            reason = EndReason.MEDIA_WORKER_LOST if lost else EndReason.MEDIA_FAILED
+            self.record.refuse(str(reason), f"{event.leg}: {event.reason}")
+            self.report("refused", {"reason": str(reason), "leg": event.leg})
+            self.spawn(self.hangup(reason), str(reason))
         elif isinstance(event, DigitRelayed):
             log.info("call %s: digit relayed toward %s (%s)", self.call_id, event.toward, event.via)
 

@@ -46,6 +46,7 @@ class EndReason(StrEnum):
     BROWSER_GONE = "browser-connection-lost"
     MEDIA_FAILED = "media-failed"
     MEDIA_TIMEOUT = "media-timeout"
+    MEDIA_WORKER_LOST = "media-worker-lost"
     SESSION_EXPIRED = "session-expired"
     SHUTDOWN = "shutdown"
     FAILED = "failed"

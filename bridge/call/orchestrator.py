@@ -32,6 +32,7 @@ import urllib.parse
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sip_gateway.aio import SipEndpoint
 from sip_gateway.sdp import SdpSession
@@ -52,7 +53,9 @@ from sip_gateway.trunk import (
 
 from ..answer_delay import AnswerDelays
 from ..auth import AuthOk, BrowserAuth
-from ..media.pipeline import CallMedia, PipelineConfig, WebRtcPort
+from ..media.interface import BrowserPort, CallMediaInterface
+from ..media.pipeline import CallMedia, PipelineConfig
+from ..media.plane import MediaPlane
 from ..media.webrtc_leg import WebRtcLegError
 from ..routing import CallLimits, DialPlan, RoutingError, TrunkChannels, TrunkChannelsError
 from ..security import SecurityRecord
@@ -114,8 +117,11 @@ class Orchestrator:
         clock: Callable[[], float],
         journal: Journal | None = None,
         channels: TrunkChannels | None = None,
+        plane: MediaPlane | None = None,
     ) -> None:
         self.config = config
+        self.plane = plane
+        """The media worker processes (None: media runs in this process)."""
         self.gateway = gateway
         self.auth = auth
         self.dialplan = dialplan
@@ -434,7 +440,7 @@ class Orchestrator:
             call_id=call_id,
             direction=direction,
             user=user,
-            media=CallMedia(self.config.pipeline),
+            media=self._new_media(call_id),
             record=record,
             browser_endpoint=endpoint,
             on_transition=self._transition,
@@ -447,10 +453,16 @@ class Orchestrator:
             call.spawn(watch_media(call, self.config.media_timeout), "media watch")
         return call
 
+    def _new_media(self, call_id: str) -> CallMediaInterface[Any]:
+        """A call's media: in a worker process, or in this one without a media plane."""
+        if self.plane is not None:
+            return self.plane.call_media(call_id)
+        return CallMedia(self.config.pipeline)
+
     async def _ring_browsers(
         self, call: Call, owner: str, browsers: list[tuple[SipUri | AbsoluteUri, SipEndpoint]]
     ) -> BrowserInvite:
-        forks: list[tuple[BrowserInvite, WebRtcPort]] = []
+        forks: list[tuple[BrowserInvite, BrowserPort]] = []
         try:
             for uri, endpoint in browsers:
                 port = await call.media.new_webrtc_port(controlling=True)
@@ -516,8 +528,8 @@ class Orchestrator:
 
 
 async def _first_answer(
-    forks: list[tuple[BrowserInvite, WebRtcPort]],
-) -> tuple[BrowserInvite, WebRtcPort]:
+    forks: list[tuple[BrowserInvite, BrowserPort]],
+) -> tuple[BrowserInvite, BrowserPort]:
     """The first fork to answer; CallFailedError (the most telling failure) when none does."""
     waiting = {asyncio.ensure_future(fork.wait_answered()): (fork, port) for fork, port in forks}
     failures: list[CallFailedError] = []

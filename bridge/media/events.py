@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .webrtc_leg import DtlsFacts
 
-__all__ = ["DigitRelayed", "MediaEvent", "MediaFailed", "MediaMode", "WebRtcConnected"]
+__all__ = [
+    "DigitRelayed",
+    "MediaEvent",
+    "MediaFailed",
+    "MediaMode",
+    "MediaWorkerLost",
+    "WebRtcConnected",
+]
 
 
 class MediaMode(StrEnum):
@@ -42,6 +49,12 @@ class MediaFailed(MediaEvent):
 
     leg: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaWorkerLost(MediaFailed):
+    """The media worker process hosting the call died (``leg`` is ``worker``): both
+    legs' media is gone and the call ends with ``media-worker-lost``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
