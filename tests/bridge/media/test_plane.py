@@ -6,7 +6,9 @@ The bridge fixture and helpers are those of ``tests/bridge/test_calls.py``.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from tests.bridge.test_calls import (
     bridge,
     pki,
 )
+from tests.webrtc_audio import pcmu_payloads, speech_8k
+from tests.webrtc_client import ClientCall, PacketSource
 
 __all__ = ["bridge", "pki"]
 
@@ -68,3 +72,83 @@ async def test_a_call_through_a_worker_carries_speech_and_a_full_record(bridge: 
     assert call.security_records, "no security record INFO arrived"
     _assert_security_record(call.security_records[-1], webrtc_codec="opus/48000/2")
     assert harness.running.orchestrator.ended["caller-hangup"] == 1
+
+
+async def _until(predicate: Any, within: float = 15.0) -> None:
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - a bounded poll of plain state
+            await asyncio.sleep(0.05)
+
+
+async def _echo_grows(call: ClientCall) -> None:
+    """The carrier's echo of what we send still arrives."""
+    before = call.reception.count
+    await asyncio.sleep(1.0)
+    assert call.reception.count > before + 10, (before, call.reception.count)
+
+
+async def test_a_killed_worker_ends_only_its_calls_cleanly_and_is_restarted(bridge: Any) -> None:
+    harness = await bridge(sections=WORKERS | {"limits": {"max_concurrent_calls_per_user": 5}})
+    plane, orchestrator = _plane(harness), harness.running.orchestrator
+    calls = []
+    for _ in range(3):  # least loaded: worker 0, worker 1, worker 0
+        client = await harness.client()
+        calls.append(await _answered_call(client, codecs=("PCMU",)))
+    for call in calls:
+        call.play(PacketSource("PCMU", pcmu_payloads(speech_8k(1.0)), loop=True))
+    bridged = list(orchestrator.calls.values())
+    victim = plane.slots[0]
+    assert victim.process is not None and victim.channel is not None
+    doomed = [i for i, b in enumerate(bridged) if b.media.channel is victim.channel]
+    assert doomed == [0, 2]
+    survivor = calls[1]
+    await _echo_grows(survivor)
+    old_pid = victim.process.pid
+
+    os.kill(old_pid, signal.SIGKILL)
+    for i in doomed:
+        await calls[i].wait_ended(10)
+        assert calls[i].ended_by == "remote BYE"
+    await _until(lambda: victim.up and victim.restarts == 1)
+    assert victim.process.pid != old_pid
+    assert not _alive(old_pid)
+    assert orchestrator.ended["media-worker-lost"] == 2
+    assert list(orchestrator.calls.values()) == [bridged[1]]
+    await _echo_grows(survivor)  # the other worker's call goes on
+
+    store = harness.running.call_store
+    assert store is not None
+    await store.drain()
+    for i in doomed:
+        record = await store.get_call(bridged[i].call_id)
+        assert record is not None
+        assert record["end_reason"] == "media-worker-lost"
+        assert record["ended_at"] is not None
+        assert {leg["leg"] for leg in record["legs"]} == {"webrtc", "gateway", "pstn"}
+        assert any(r["reason"] == "media-worker-lost" for r in record["policy_refusals"])
+    sim_call = await _hang_up(harness, survivor)
+    assert sim_call.recording is not None
+
+    # later calls work, on either worker (the restarted one is the least loaded)
+    client = await harness.client()
+    call = await _answered_call(client, codecs=("opus", "PCMU"))
+    assert next(iter(orchestrator.calls.values())).media.channel is victim.channel
+    reference = await _talk(call, "opus")
+    sim_call = await _hang_up(harness, call)
+    _assert_audio_crossed(reference, sim_call, call)
+    assert orchestrator.ended["caller-hangup"] == 2
+
+
+async def test_shutdown_with_a_call_up_stops_every_worker(bridge: Any) -> None:
+    harness = await bridge(sections=WORKERS)
+    plane = _plane(harness)
+    pids = plane.pids
+    client = await harness.client()
+    call = await _answered_call(client, codecs=("PCMU",))
+    await harness.running.orchestrator.aclose()  # what RunningBridge.close does first
+    await plane.aclose()
+    await call.wait_ended(5)
+    for pid in pids:
+        assert not _alive(pid)
+    assert plane.pids == []
+    assert plane.resources().calls == 0
