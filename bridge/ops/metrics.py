@@ -25,6 +25,9 @@ kinds of figures:
   registries in their modules, so an embedded carrier simulator (or a test's own client)
   in the same process is counted too. SIP transactions are open (no final response yet)
   or lingering (kept by their timers to absorb retransmissions, up to 64*T1).
+  With media worker processes (``[media] workers``), each worker pushes its own counts
+  (sockets, SRTP sessions, tasks) about once a second and after each call's close; they
+  are added to this process's, and each worker's state, calls and restarts are shown.
 
 Labels only take values from bounded sets (reasons, suite and version names the TLS and
 SRTP policies allow, trunk names); nothing secret is ever a label.
@@ -47,6 +50,7 @@ from sip_gateway.sip.transaction import live_transactions
 from sip_gateway.trunk import TrunkStatus
 
 from ..media._srtp_path import started_srtp_paths
+from ..media.control import WorkerResources
 from ..media.webrtc_leg import open_ice_sockets
 
 if TYPE_CHECKING:
@@ -183,14 +187,48 @@ class BridgeMetrics:
         yield from self._trunks()
         yield from self._queues()
         yield from self._resources()
+        yield from self._workers()
+
+    def _worker_resources(self) -> WorkerResources:
+        plane = self.sources.orchestrator.plane
+        return WorkerResources() if plane is None else plane.resources()
+
+    def _workers(self) -> Iterator[Metric]:
+        """Each media worker's state, calls and restarts (none with media in-process)."""
+        plane = self.sources.orchestrator.plane
+        if plane is None:
+            return
+        up = GaugeMetricFamily(
+            _P + "media_worker_up", "1 while the media worker runs", labels=["worker"]
+        )
+        calls = GaugeMetricFamily(
+            _P + "media_worker_calls", "Calls whose media the worker hosts", labels=["worker"]
+        )
+        restarts = CounterMetricFamily(
+            _P + "media_worker_restarts",
+            "Media workers started again after dying",
+            labels=["worker"],
+        )
+        for slot in plane.slots:
+            label = [str(slot.index)]
+            up.add_metric(label, 1.0 if slot.up else 0.0)
+            calls.add_metric(label, slot.calls)
+            restarts.add_metric(label, slot.restarts)
+        yield from (up, calls, restarts)
 
     def _resources(self) -> Iterator[Metric]:
-        """Tasks, dialogs, transactions, UDP sockets and SRTP sessions held now."""
+        """Tasks, dialogs, transactions, UDP sockets and SRTP sessions held now (this
+        process and the media workers together)."""
+        workers = self._worker_resources()
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # scraped outside a running loop
             tasks = 0
-        yield GaugeMetricFamily(_P + "asyncio_tasks", "asyncio tasks of the process", tasks)
+        yield GaugeMetricFamily(
+            _P + "asyncio_tasks",
+            "asyncio tasks of the bridge's processes",
+            tasks + workers.tasks,
+        )
         dialogs = GaugeMetricFamily(
             _P + "sip_dialogs", "SIP dialogs and pending INVITEs held, by side", labels=["side"]
         )
@@ -208,16 +246,20 @@ class BridgeMetrics:
         transactions.add_metric(["lingering"], lingering)
         yield transactions
         udp = GaugeMetricFamily(
-            _P + "udp_sockets", "Media UDP sockets open (process-wide), by kind", labels=["kind"]
+            _P + "udp_sockets",
+            "Media UDP sockets open (every bridge process), by kind",
+            labels=["kind"],
         )
-        udp.add_metric(["rtp"], open_media_sockets())
-        udp.add_metric(["ice"], open_ice_sockets())
+        udp.add_metric(["rtp"], open_media_sockets() + workers.rtp_sockets)
+        udp.add_metric(["ice"], open_ice_sockets() + workers.ice_sockets)
         yield udp
         srtp = GaugeMetricFamily(
-            _P + "srtp_sessions", "SRTP sessions alive (process-wide), by leg", labels=["leg"]
+            _P + "srtp_sessions",
+            "SRTP sessions alive (every bridge process), by leg",
+            labels=["leg"],
         )
-        srtp.add_metric(["gateway"], live_srtp_sessions())
-        srtp.add_metric(["webrtc"], started_srtp_paths())
+        srtp.add_metric(["gateway"], live_srtp_sessions() + workers.gateway_srtp)
+        srtp.add_metric(["webrtc"], started_srtp_paths() + workers.webrtc_srtp)
         yield srtp
 
     def _calls(self) -> Iterator[Metric]:

@@ -12,9 +12,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bridge.media.events import MediaMode
 from bridge.media.plane import MediaPlane
 from bridge.media.remote import RemoteCallMedia
+from bridge.media.webrtc_leg import open_ice_sockets
+from sip_gateway.aio.rtp import open_media_sockets
 from tests.bridge.test_calls import (
     Harness,
     _answered_call,
@@ -152,3 +156,43 @@ async def test_shutdown_with_a_call_up_stops_every_worker(bridge: Any) -> None:
         assert not _alive(pid)
     assert plane.pids == []
     assert plane.resources().calls == 0
+
+
+def _metrics(harness: Harness) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    ops = harness.running.ops
+    assert ops is not None
+    text = ops.metrics.exposition().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_add_the_workers_resources_and_show_each_worker(bridge: Any) -> None:
+    harness = await bridge(sections=WORKERS)
+    plane = _plane(harness)
+    client = await harness.client()
+    call = await _answered_call(client, codecs=("PCMU",))
+    await _until(lambda: plane.resources().gateway_srtp >= 1 and plane.resources().calls == 1)
+    held = plane.resources()
+    assert held.rtp_sockets >= 2 and held.ice_sockets >= 1 and held.webrtc_srtp == 1
+    samples = _metrics(harness)
+    rtp = samples["pstn_bridge_udp_sockets", frozenset({("kind", "rtp")})]
+    assert rtp == open_media_sockets() + held.rtp_sockets
+    gateway_srtp = samples["pstn_bridge_srtp_sessions", frozenset({("leg", "gateway")})]
+    assert gateway_srtp >= held.gateway_srtp
+    assert samples["pstn_bridge_asyncio_tasks", frozenset()] > held.tasks
+    calls = [samples["pstn_bridge_media_worker_calls", frozenset({("worker", w)})] for w in "01"]
+    assert sorted(calls) == [0, 1]
+    for worker in "01":
+        assert samples["pstn_bridge_media_worker_up", frozenset({("worker", worker)})] == 1
+        assert (
+            samples["pstn_bridge_media_worker_restarts_total", frozenset({("worker", worker)})] == 0
+        )
+    await _hang_up(harness, call)
+    left = plane.resources()  # pushed at the call's close
+    assert (left.calls, left.rtp_sockets, left.ice_sockets) == (0, 0, 0)
+    assert (left.gateway_srtp, left.webrtc_srtp) == (0, 0)
+    samples = _metrics(harness)
+    assert samples["pstn_bridge_udp_sockets", frozenset({("kind", "ice")})] == open_ice_sockets()
