@@ -58,9 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_carrier_sim(sub)
     _add_user(sub)
     _add_calls(sub)
+    from bridge.ops.bench_command import add_bench
     from bridge.ops.posture_command import add_posture
 
     add_posture(sub)
+    add_bench(sub)
     return parser
 
 
@@ -186,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.ops.posture_command import run_posture
 
         return run_posture(args)
+    if args.command == "bench":
+        from bridge.ops.bench_command import run_bench
+
+        return run_bench(args)
     return 1  # pragma: no cover - argparse requires a known command
 
 

@@ -1,50 +1,49 @@
-"""End-to-end call benchmark: N concurrent browser calls through one bridge process.
+"""End-to-end call benchmark: N concurrent browser calls through one bridge, per mode.
 
-Run: ``.venv/bin/python -m tests.bench.call_bench [--calls 20] [--seconds 20]``. Not a
-test: figures are printed (and written to ``var/bench/call_bench.json``), never asserted.
+Run: ``.venv/bin/python -m tests.bench.call_bench [--mode both] [--calls 20] [--seconds 20]
+[--find-max] [--workers auto]`` (or ``pstn-bridge bench ...``, ``make bench``). Not a test:
+figures are printed and written (``var/bench/call_bench.json`` and ``.md``), never asserted.
+Progress goes to stderr, one line per phase and per second of each measuring window.
 
 Method
 ------
 * The bridge runs as its own process, ``pstn-bridge serve --config <generated toml>``
-  (free loopback ports, SQLite user database with one user, Opus complexity/bit rate from
-  the options below, log level WARNING, per-user limits raised to N). Its trunk is a
-  carrier simulator in echo mode that runs in *this* process, not the bridge's embedded
-  one: the simulator's own SRTP, jitter buffer and G.711 work would otherwise be counted
-  as bridge CPU.
-* The load generator is N :class:`tests.webrtc_client.WebRtcClient` (ICE + DTLS-SRTP via
-  aiortc, SIP over WSS, digest), all in this process, replaying pre-encoded 20 ms Opus
-  packets (transcoded run, the client offers opus first) or G.711 payloads (relayed run,
-  PCMU first) from one 20 ms clock.
-* CPU: ``utime + stime`` of the bridge process from ``/proc/<pid>/stat`` (every thread,
-  10 ms ticks) over the steady window that starts ``--warmup`` seconds after the last
-  call's media is up and lasts ``--seconds``; divided by calls x seconds. The bridge's
-  idle CPU (no call) is shown too; it is not subtracted.
-* Late/lost at the client, over the window: packets received from the bridge versus the
-  50/s expected; "late" = arriving more than 40 ms behind the stream's best-case
-  schedule (arrival minus RTP timestamp, relative to its minimum), what a browser jitter
-  buffer of 40 ms would discard. The echo path's own damage shows in the carrier
-  simulator's stats (frames it had to conceal or got late) and, in the latency pass, in
-  the bridge's counters (late browser packets dropped, comfort silence sent for lack of
-  audio, gaps in the carrier's timestamps passed on).
-* Added latency (a second pass, same load, the bridge started through
-  :mod:`tests.bench.call_probe`, i.e. ``bridge.app.serve`` with per-frame timestamps):
-  for every audio frame, from the moment the sender (client or carrier simulator, in this
-  process) handed its packet to the kernel, to the moment the bridge handed the packet
-  carrying that frame's audio to the kernel on the other leg. Both ends read
-  CLOCK_MONOTONIC (``time.perf_counter``), which is one clock for every process on the
-  machine. Split into: waiting to be read (socket queue + event loop), waiting in the
-  bridge's buffer (zero since the media path is cut-through: no jitter buffer, no
-  playout clock; the column stays for comparison with older runs), and processing
-  (decode, resample, encode, SRTP, send). The carrier's own echo delay is not in it:
-  each direction is measured on its own.
-* Bare relay (:mod:`tests.bench.bare_relay`): the same codec and SRTP work for N streams
-  at 50 frames/s each way with no signaling, in its own process, measured the same way;
-  the ratio is bridge / bare relay with the bridge's own codec chain. Its load sends
-  every stream's packets in one burst per 20 ms; with ``--paced-bare`` it also runs with
-  the gateway side on one clock per stream, phases spread, as the carrier simulator
-  sends to the bridge ("paced" rows): arrivals spread out cost the relay wake-ups and
-  colder caches (measured here: relay chain 1.3 -> 2.3 ms, bridge chain 12.3 -> 14.4 ms
-  per call-second), which the bridge pays too.
+  (:mod:`tests.bench.bench_bridge`: free loopback ports, benchmark users, the limits a
+  benchmark would hit lifted; ``--workers`` as ``[media] workers``). Its trunk is a
+  carrier simulator in echo mode in *this* process, so the simulator's own SRTP, jitter
+  buffer and G.711 work is not counted as bridge CPU.
+* The load generator (:mod:`tests.bench.call_load`) is N packet-level browsers in this
+  process (SIP over WSS with digest, ICE + DTLS-SRTP via aiortc), replaying pre-encoded
+  20 ms Opus packets (transcoded: the browser offers opus first) or G.711 payloads
+  (relayed: PCMU first) from one 20 ms clock.
+* CPU: ``utime + stime`` (+ reaped children) of the bridge's whole process tree, the
+  serve process and every descendant such as media workers (:mod:`tests.bench.proctree`),
+  over the steady window that starts ``--warmup`` seconds after the last call's media is
+  up and lasts ``--seconds``; divided by calls x seconds. Idle CPU (no call) is shown, not
+  subtracted.
+* Call set-up: authenticated INVITE sent by the browser -> trunk INVITE routed by the
+  simulator (INVITE in to trunk INVITE out, plus one loopback hop), and the browser's
+  offer (first INVITE) -> its DTLS connected. Both ends stamp ``time.perf_counter()`` in
+  this process.
+* Late/lost at the browsers over the window: packets received versus 50/s expected;
+  "late" = more than 40 ms behind the stream's best-case schedule (what a 40 ms jitter
+  buffer would discard). The bridge -> carrier direction shows as the simulator's
+  concealed and late frames.
+* Added latency (a second, shorter pass with the same load, ``--latency-seconds``; the
+  bridge's processes, media workers included, carrying the per-frame timestamps of
+  :mod:`tests.bench.call_probe`): from the sender's hand-off of a packet to the kernel to
+  the bridge's hand-off of the packet carrying that frame on the other leg;
+  CLOCK_MONOTONIC on both ends.
+* Bare relay (:mod:`tests.bench.bare_relay`): the same codec and SRTP work for N streams at
+  50 frames/s each way with no signaling, in its own process, measured the same way and
+  in the same run; the ratio is bridge / bare relay (transcoded: the bridge's own codec
+  classes; relayed: G.711 both ways).
+* ``--find-max``: per mode, probed runs with rising call counts (a step schedule, then one
+  bisection) until late/lost frames exceed 0.1% or the p99 added latency exceeds 20 ms
+  (or set-up fails), bounded by ``--find-max-minutes``; the largest passing count is the
+  maximum sustained calls.
+* Signaling (:mod:`tests.bench.signaling_bench`): INVITE/200/ACK/BYE cycles over WSS
+  with the media plane idle: set-ups per second and set-up latency.
 """
 
 from __future__ import annotations
@@ -56,232 +55,116 @@ import json
 import os
 import platform
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bridge.settings import load_settings
-from sip_gateway.aio.rtp import MediaSocket
-from sip_gateway.carrier_sim import CarrierSimConfig, CarrierSimulator, SimMode
-from sip_gateway.devcerts import ensure_dev_pki
-from sip_gateway.tls import TlsClientConfig, client_context
-from tests.interop.peers import free_port
-from tests.userdb import add_users
 from tests.webrtc_audio import opus_packets, pcmu_payloads, speech_8k, speech_48k
-from tests.webrtc_client import ClientCall, ClientConfig, PacketSource, WebRtcClient
+from tests.webrtc_client import ClientCall, WebRtcClient
 from tests.webrtc_rtp import ticker
 
 from .bare_relay import PacedRelayLoad, RelayLoad, StreamKeys, start_relay
+from .bench_bridge import BridgeOptions, RunningBridge, call_number, start_bridge
+from .call_load import (
+    INVITES,
+    SIM_SENT,
+    carrier_stats,
+    client_stats,
+    dial_all,
+    install_stamps,
+    log,
+    open_clients,
+    percentiles,
+    play_all,
+    received_packets,
+    setup_stats,
+)
+from .call_report import markdown, report, targets
+from .proctree import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "bench password 1"
-NUMBER = "+441632960123"
-LATE_S = 0.040
-_SIM_SENT: dict[tuple[int, int], float] = {}
+MODES = {"transcoded": ("transcode",), "relayed": ("relay",), "both": ("transcode", "relay")}
+LABEL = {"transcode": "transcoded", "relay": "relayed"}
+FIND_STEPS = {
+    "transcode": (20, 40, 60, 80, 100, 120, 150, 200, 250, 300),
+    "relay": (50, 100, 150, 200, 300, 400, 500, 600, 800, 1000),
+}
+LOSS_LIMIT_PCT = 0.1
+LATENCY_LIMIT_MS = 20.0
 
 
-def _stamp(data: bytes) -> None:
-    if len(data) >= 12 and not 192 <= data[1] <= 223:
-        _SIM_SENT[(int.from_bytes(data[8:12]), int.from_bytes(data[2:4]))] = time.perf_counter()
+# -- one run of N calls through the bridge ------------------------------------------------
 
 
-def _install_sim_probe() -> None:
-    """Stamp every RTP packet the carrier simulator (this process) sends: (SSRC, seq).
-
-    Both ways a media socket sends: ``send`` and the per-packet ``send_rtp``.
-    """
-    original_send, original_init = MediaSocket.send, MediaSocket.__init__
-
-    def send(self: MediaSocket, data: bytes, address: Any, *, rtcp: bool = False) -> None:
-        if not rtcp:
-            _stamp(data)
-        original_send(self, data, address, rtcp=rtcp)
-
-    def init(self: MediaSocket, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        sendto = self.send_rtp
-
-        def send_rtp(data: bytes, address: Any) -> None:
-            _stamp(data)
-            sendto(data, address)
-
-        self.send_rtp = send_rtp
-
-    MediaSocket.send = send  # type: ignore[method-assign]
-    MediaSocket.__init__ = init  # type: ignore[method-assign]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _percentiles(values: list[float]) -> dict[str, float | int]:
-    if not values:
-        return {"n": 0}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-
-    return {"n": len(values), "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
-
-
-# -- the bridge under test -----------------------------------------------------------------
-
-
-def _config(work: Path, ports: dict[str, int], args: argparse.Namespace) -> Path:
-    text = f"""
-[node]
-var_dir = "{work / "var"}"
-[sip]
-listen_port = {ports["sip"]}
-[http]
-listen_port = {ports["https"]}
-[users]
-demo_user = ""
-[log]
-level = "WARNING"
-[carrier_sim]
-enabled = false
-[webrtc]
-opus_complexity = {args.complexity}
-opus_bitrate = {args.bitrate}
-[limits]
-max_concurrent_calls_per_user = {max(args.calls, 2)}
-max_calls_per_minute_per_user = 10000
-browser_request_rate = 100000.0
-browser_request_burst = 1000000
-[[trunks]]
-name = "sim"
-host = "127.0.0.1"
-port = {ports["sim"]}
-allowed_sources = ["127.0.0.1/32"]
-max_channels = {max(args.calls, 100)}
-"""
-    path = work / "bridge.toml"
-    path.write_text(text)
-    return path
-
-
-async def _wait_listening(process: subprocess.Popen[bytes], ports: Iterable[int]) -> None:
-    async with asyncio.timeout(30):
-        for port in ports:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the bridge exited with {process.returncode}")
-                with contextlib.suppress(OSError):
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                await asyncio.sleep(0.1)
-
-
-async def _clients(url: str, ca: Path, codecs: tuple[str, ...], count: int) -> list[WebRtcClient]:
-    ssl = client_context(TlsClientConfig(ca_file=ca))
-    config = ClientConfig(
-        url=url, ssl=ssl, user="bench", password=PASSWORD, codecs=codecs, keep_payloads=False
-    )
-    clients = [WebRtcClient(config) for _ in range(count)]
-    gate = asyncio.Semaphore(8)
-
-    async def up(client: WebRtcClient) -> None:
-        async with gate:
-            await client.connect()
-            response = await client.register()
-            if response.status_code != 200:
-                raise RuntimeError(f"REGISTER got {response.status_code}")
-
-    await asyncio.gather(*(up(c) for c in clients))
-    return clients
-
-
-async def _dial_all(clients: list[WebRtcClient]) -> list[ClientCall]:
-    gate = asyncio.Semaphore(5)
-
-    async def dial(client: WebRtcClient) -> ClientCall:
-        async with gate:
-            call = await client.dial(NUMBER)
-            await call.wait_answered(timeout=30)
-            await call.wait_media(timeout=30)
-            return call
-
-    return await asyncio.gather(*(dial(c) for c in clients))
-
-
-async def bridge_run(mode: str, args: argparse.Namespace, *, probed: bool) -> dict[str, Any]:
-    """One run of N calls through a fresh bridge process (see the module docstring)."""
-    work = Path(tempfile.mkdtemp(prefix=f"call-bench-{mode}-"))
-    pki = ensure_dev_pki(work / "var" / "tls")
-    ports = {"sip": free_port(), "https": free_port(), "sim": free_port()}
-    config = _config(work, ports, args)
-    await add_users(load_settings(config), [("bench", PASSWORD, ())])
-    sim = CarrierSimulator(
-        CarrierSimConfig(
-            listen_port=ports["sim"],
-            certificate=pki.server_certificate,
-            private_key=pki.server_key,
-            ca_file=pki.ca_certificate,
-            mode=SimMode.ECHO,
-            ring_time=0.0,
+async def _window(
+    bridge: RunningBridge, calls: list[ClientCall], seconds: float
+) -> dict[str, float]:
+    """Measure for ``seconds``, a progress line per second (see the module docstring)."""
+    gen0, (cpu0, _), t0 = time.process_time(), bridge.cpu(), time.perf_counter()
+    last_cpu, last_t, last_rx = cpu0, t0, received_packets(calls)
+    while (now := time.perf_counter()) < t0 + seconds:
+        await asyncio.sleep(min(1.0, t0 + seconds - now))
+        cpu, processes = bridge.cpu()
+        t, rx = time.perf_counter(), received_packets(calls)
+        log(
+            f"  {t - t0:4.1f} s: bridge {(cpu - last_cpu) / (t - last_t):.2f} cores "
+            f"({processes} processes), {(rx - last_rx) / (t - last_t) / len(calls):.1f} "
+            "packets/s per browser"
         )
+        last_cpu, last_t, last_rx = cpu, t, rx
+    cpu1, processes = bridge.cpu()
+    t1 = time.perf_counter()
+    generator = (time.process_time() - gen0) / (t1 - t0)
+    return {"t0": t0, "t1": t1, "cpu": cpu1 - cpu0, "processes": processes, "gen": generator}
+
+
+async def bridge_run(
+    mode: str, args: argparse.Namespace, count: int, seconds: float, *, probed: bool
+) -> dict[str, Any]:
+    """One run of ``count`` calls through a fresh bridge process (see the module docstring)."""
+    options = BridgeOptions(
+        calls=count, complexity=args.complexity, bitrate=args.bitrate, workers=args.workers
     )
-    await sim.start()
-    probe_out = work / "probe.json"
-    command = (
-        [sys.executable, "-m", "tests.bench.call_probe", str(config), str(probe_out)]
-        if probed
-        else [str(Path(sys.executable).with_name("pstn-bridge")), "serve", "--config", str(config)]
-    )
-    log = (work / "bridge.log").open("wb")
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before the load
-        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
+    what = f"{LABEL[mode]}, {count} calls{', latency probes' if probed else ''}"
+    log(f"bridge, {what}: starting")
+    bridge = await start_bridge(mode, options, probed=probed)
     clients: list[WebRtcClient] = []
     try:
-        await _wait_listening(process, (ports["https"], ports["sip"]))
         await asyncio.sleep(1.0)
-        idle0 = cpu_seconds(process.pid)
-        await asyncio.sleep(2.0)
-        idle_ms_per_s = (cpu_seconds(process.pid) - idle0) * 1000 / 2.0
+        idle = await bridge.idle_cpu_ms_per_s(1.0 if probed else 2.0)
+        log(f"  idle bridge {idle:.1f} ms CPU/s; registering {count} browsers")
         codecs = ("opus", "PCMU") if mode == "transcode" else ("PCMU", "opus")
-        url = f"wss://127.0.0.1:{ports['https']}/sip"
-        clients = await _clients(url, pki.ca_certificate, codecs, args.calls)
-        calls = await _dial_all(clients)
-        payloads = (
-            opus_packets(speech_48k(6.0)) if mode == "transcode" else pcmu_payloads(speech_8k(6.0))
+        clients = await open_clients(
+            bridge.url, bridge.pki.ca_certificate, codecs, count, lambda _i: "bench"
         )
-        for index, call in enumerate(calls):
-            offset = index * 7 % len(payloads)  # every call a different part of the speech
-            rotated = tuple(payloads[offset:]) + tuple(payloads[:offset])
-            assert call.config is not None
-            call.play(PacketSource(call.config.codec.name, rotated, keep_times=True))
+        INVITES.clear()  # the numbers repeat from run to run
+        calls, connected = await dial_all(clients, call_number)
+        play_all(calls, mode)
+        log(f"  media flowing; {args.warmup:.0f} s warm-up, then {seconds:.0f} s measured")
         await asyncio.sleep(args.warmup)
-        bench0, cpu0, t0 = time.process_time(), cpu_seconds(process.pid), time.perf_counter()
-        await asyncio.sleep(args.seconds)
-        bench1, cpu1, t1 = time.process_time(), cpu_seconds(process.pid), time.perf_counter()
+        window = await _window(bridge, calls, seconds)
+        t0, t1, cpu = window["t0"], window["t1"], window["cpu"]
+        numbers = [call_number(i) for i in range(count)]
         result = {
             "mode": mode,
             "probed": probed,
-            "work_dir": str(work),
-            "calls": args.calls,
+            "work_dir": str(bridge.work),
+            "calls": count,
             "window_s": round(t1 - t0, 3),
-            "bridge_cpu_ms_per_call_s": round((cpu1 - cpu0) * 1000 / (args.calls * (t1 - t0)), 3),
-            "bridge_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
-            "bridge_idle_cpu_ms_per_s": round(idle_ms_per_s, 2),
-            "generator_cpu_cores": round((bench1 - bench0) / (t1 - t0), 3),
+            "bridge_cpu_ms_per_call_s": round(cpu * 1000 / (count * (t1 - t0)), 3),
+            "bridge_cpu_cores": round(cpu / (t1 - t0), 3),
+            "bridge_processes": int(window["processes"]),
+            "bridge_idle_cpu_ms_per_s": round(idle, 2),
+            "generator_cpu_cores": round(window["gen"], 3),
             "media_modes": sorted({c.config.codec.name for c in calls if c.config}),
-            "client": _client_stats(calls, t0, t1),
+            "client": client_stats(calls, t0, t1),
+            "setup": setup_stats(numbers, bridge.trunk_invites, connected),
         }
         statuses = await asyncio.gather(*(call.hangup() for call in calls))
         result["bye_200"] = sum(1 for s in statuses if s == 200)
         await asyncio.sleep(0.5)
-        result["carrier"] = _carrier_stats(sim)
+        result["carrier"] = carrier_stats(bridge.sim)
         sent = {
             (call.ssrc, seq): t for call in calls if call.source for seq, t in call.source.send_log
         }
@@ -289,65 +172,13 @@ async def bridge_run(mode: str, args: argparse.Namespace, *, probed: bool) -> di
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.close()
-        process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(process.wait), 20)
-        except TimeoutError:
-            process.kill()
-        await sim.aclose()
-        log.close()
+        await bridge.stop()
     if probed:
-        probe = json.loads(probe_out.read_text())
+        probe = bridge.probes()
         result["latency"] = _latency(probe, sent, t0, t1)
         result["bridge_counters"] = _bridge_counters(probe["calls"])
-    _SIM_SENT.clear()
+    SIM_SENT.clear()
     return result
-
-
-def _client_stats(calls: list[ClientCall], t0: float, t1: float) -> dict[str, Any]:
-    expected = received = late = 0
-    for call in calls:
-        rx = call.reception
-        assert call.config is not None
-        rate = call.config.codec.clock_rate
-        transit = []
-        base_ts, previous = None, 0
-        for arrival, ts in zip(rx.arrivals, rx.timestamps, strict=True):
-            if not t0 <= arrival < t1:
-                continue
-            if base_ts is None:
-                base_ts = previous = ts
-            delta = (ts - previous) & 0xFFFFFFFF
-            previous = ts
-            base_ts += delta if delta < 0x80000000 else delta - 0x100000000
-            transit.append(arrival - base_ts / rate)
-        expected += round((t1 - t0) / 0.020)
-        received += len(transit)
-        if transit:
-            best = min(transit)
-            late += sum(1 for x in transit if x - best > LATE_S)
-    return {
-        "packets_expected": expected,
-        "packets_received": received,
-        "lost_pct": round(max(0, expected - received) * 100 / expected, 3) if expected else None,
-        "late_pct": round(late * 100 / received, 3) if received else None,
-    }
-
-
-def _carrier_stats(sim: CarrierSimulator) -> dict[str, Any]:
-    received = concealed = late = lost = 0
-    for call in sim.calls:
-        stats = call.media_stats()
-        received += stats.packets_received
-        concealed += stats.concealed
-        late += stats.late
-        lost += stats.lost
-    return {
-        "packets_received": received,
-        "concealed_pct": round(concealed * 100 / received, 3) if received else None,
-        "late_pct": round(late * 100 / received, 3) if received else None,
-        "lost": lost,
-    }
 
 
 def _latency(
@@ -356,22 +187,20 @@ def _latency(
     out: dict[str, Any] = {}
     for name, entries, sent in (
         ("browser_to_gateway", probe["b2g"], client_sent),
-        ("gateway_to_browser", probe["g2b"], _SIM_SENT),
+        ("gateway_to_browser", probe["g2b"], SIM_SENT),
     ):
-        added, wait, buffered, work = [], [], [], []
+        added, wait, work = [], [], []
         for ssrc, seq, read, pop, done in entries:
             start = sent.get((ssrc, seq))
             if start is None or not t0 <= start < t1:
                 continue
             added.append(done - start)
             wait.append(read - start)
-            buffered.append(pop - read)
             work.append(done - pop)
         out[name] = {
-            "added": _percentiles(added),
-            "waiting_to_be_read": _percentiles(wait),
-            "in_buffer": _percentiles(buffered),
-            "processing": _percentiles(work),
+            "added": percentiles(added),
+            "waiting_to_be_read": percentiles(wait),
+            "processing": percentiles(work),
         }
     return out
 
@@ -387,10 +216,8 @@ def _bridge_counters(calls: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "browser_frames": total(pipeline, "browser_audio_frames"),
         "browser_late": total(pipeline, "browser_late"),
-        "browser_duplicates": total(pipeline, "browser_duplicates"),
         "gateway_packets_sent": total(gateway, "packets_sent"),
         "gateway_silence_sent": total(gateway, "silence_sent"),
-        "gateway_audio_suppressed": total(gateway, "audio_suppressed"),
         "gateway_packets_received": total(gateway, "packets_received"),
         "gateway_late": total(gateway, "late"),
         "gateway_gaps": total(gateway, "concealed"),
@@ -410,15 +237,18 @@ class _Sink(asyncio.DatagramProtocol):
         self.packets += 1
 
 
-async def bare_run(chain: str, args: argparse.Namespace, *, paced: bool = False) -> dict[str, Any]:
-    """N streams through the bare relay process; its CPU per call-second.
+async def bare_run(
+    chain: str, args: argparse.Namespace, count: int, *, paced: bool = False
+) -> dict[str, Any]:
+    """``count`` streams through the bare relay process; its CPU per call-second.
 
     ``paced``: the gateway side on one clock per stream, phases spread
     (:class:`~tests.bench.bare_relay.PacedRelayLoad`), as the carrier simulator sends.
     """
+    log(f"bare relay, {chain} chain{', carrier-paced' if paced else ''}, {count} streams")
     loop = asyncio.get_running_loop()
     sink_transport, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
-    streams = [StreamKeys.fresh() for _ in range(args.calls)]
+    streams = [StreamKeys.fresh() for _ in range(count)]
     process, ports = start_relay(
         streams, chain, args.complexity, args.bitrate, sink_transport.get_extra_info("sockname")[1]
     )
@@ -440,7 +270,7 @@ async def bare_run(chain: str, args: argparse.Namespace, *, paced: bool = False)
             clock.add(load)
         await asyncio.sleep(args.warmup)
         cpu0, t0, out0 = cpu_seconds(process.pid), time.perf_counter(), sink.packets
-        await asyncio.sleep(args.seconds)
+        await asyncio.sleep(args.bare_seconds)
         cpu1, t1, out1 = cpu_seconds(process.pid), time.perf_counter(), sink.packets
     finally:
         if not isinstance(load, PacedRelayLoad):
@@ -451,173 +281,191 @@ async def bare_run(chain: str, args: argparse.Namespace, *, paced: bool = False)
         sink_transport.close()
     return {
         "chain": f"{chain}, carrier-paced" if paced else chain,
-        "streams": args.calls,
+        "streams": count,
         "window_s": round(t1 - t0, 3),
-        "cpu_ms_per_call_s": round((cpu1 - cpu0) * 1000 / (args.calls * (t1 - t0)), 3),
-        "packets_out_per_stream_s": round((out1 - out0) / (args.calls * (t1 - t0)), 1),
+        "cpu_ms_per_call_s": round((cpu1 - cpu0) * 1000 / (count * (t1 - t0)), 3),
+        "packets_out_per_stream_s": round((out1 - out0) / (count * (t1 - t0)), 1),
     }
 
 
-# -- report -----------------------------------------------------------------------------------
+# -- the maximum sustained calls -----------------------------------------------------------
 
 
-def _done(mode: str) -> str:
-    return {"transcode": "transcoded", "relay": "relayed"}.get(mode, mode)
+def verdict(run: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a probed run sustained its calls (late/lost <= 0.1%, p99 added <= 20 ms)."""
+    client, carrier = run["client"], run["carrier"]
+    browser = (client["lost_pct"] or 0) + (client["late_pct"] or 0)
+    trunk = (carrier["concealed_pct"] or 0) + (carrier["late_pct"] or 0)
+    worst_p99 = max(
+        (p["added"].get("p99_ms", 0.0) for p in run.get("latency", {}).values()), default=0.0
+    )
+    reasons = []
+    if browser > LOSS_LIMIT_PCT or trunk > LOSS_LIMIT_PCT:
+        reasons.append(f"late/lost {browser:.2f}% at the browsers, {trunk:.2f}% at the carrier")
+    if worst_p99 > LATENCY_LIMIT_MS:
+        reasons.append(f"p99 added latency {worst_p99:.1f} ms")
+    return not reasons, "; ".join(reasons) or f"ok (p99 {worst_p99:.1f} ms)"
 
 
-def _row(label: str, cpu: float | None, ratio: float | None, extra: str = "") -> str:
-    cpu_text = f"{cpu:8.2f}" if cpu is not None else "       -"
-    ratio_text = f"{ratio:6.2f}x" if ratio is not None else "      -"
-    return f"  {label:<34}{cpu_text}   {ratio_text}  {extra}"
+async def _try(
+    mode: str, args: argparse.Namespace, count: int, steps: list[dict[str, Any]]
+) -> bool:
+    try:
+        run = await bridge_run(mode, args, count, args.find_max_seconds, probed=True)
+        ok, why = verdict(run)
+    except Exception as exc:  # a set-up that fails under load is a failed step
+        run, ok, why = {"calls": count}, False, f"failed: {type(exc).__name__}: {exc}"
+    log(f"find-max, {LABEL[mode]}, {count} calls: {'sustained' if ok else 'NOT sustained'}: {why}")
+    steps.append({"calls": count, "sustained": ok, "why": why, "run": run})
+    return ok
 
 
-def report(results: dict[str, Any]) -> str:
-    """The table printed at the end."""
-    cfg = results["config"]
-    lines = [
-        f"call benchmark: {cfg['calls']} concurrent calls, {cfg['seconds']} s window after "
-        f"{cfg['warmup']} s warm-up, Opus complexity {cfg['complexity']} at {cfg['bitrate']} "
-        f"bit/s, {results['machine']['cpus']} CPUs",
-        "",
-        f"  {'':<34}{'CPU ms per call-second':>8}  ratio   client lost/late   carrier concealed",
-    ]
-    bare = {b["chain"]: b["cpu_ms_per_call_s"] for b in results["bare"]}
-    for run in results["bridge"]:
-        if run["probed"]:
-            continue
-        ref = bare.get("bridge" if run["mode"] == "transcode" else "relay")
-        cpu = run["bridge_cpu_ms_per_call_s"]
-        client, carrier = run["client"], run["carrier"]
-        lines.append(
-            _row(
-                f"bridge, {_done(run['mode'])} ({'/'.join(run['media_modes'])})",
-                cpu,
-                cpu / ref if ref else None,
-                f"{client['lost_pct']:.2f}% / {client['late_pct']:.2f}%        "
-                f"{carrier['concealed_pct']:.2f}%",
-            )
-        )
-    for chain, cpu in bare.items():
-        name, paced = chain.split(", ")[0], ", " in chain
-        lines.append(_row(f"bare relay, {name} chain{' (paced)' if paced else ''}", cpu, None))
-    for run in results["bridge"]:
-        if not run["probed"]:
-            continue
-        lines += [
-            "",
-            f"  added latency, {_done(run['mode'])} calls (sender's sendto -> bridge's sendto):",
-        ]
-        for direction, parts in run["latency"].items():
-            added = parts["added"]
-            lines.append(
-                f"    {direction:<20} p50 {added.get('p50_ms', 0):6.2f} ms  p99 "
-                f"{added.get('p99_ms', 0):6.2f} ms  max {added.get('max_ms', 0):6.2f} ms "
-                f"({added['n']} frames); p50/p99 of: read wait "
-                f"{parts['waiting_to_be_read'].get('p50_ms', 0):.2f}/"
-                f"{parts['waiting_to_be_read'].get('p99_ms', 0):.2f}, buffer "
-                f"{parts['in_buffer'].get('p50_ms', 0):.2f}/"
-                f"{parts['in_buffer'].get('p99_ms', 0):.2f}"
-                f", processing {parts['processing'].get('p50_ms', 0):.2f}/"
-                f"{parts['processing'].get('p99_ms', 0):.2f}"
-            )
-        lines.append(f"    bridge counters: {run['bridge_counters']}")
-        lines.append(
-            f"    CPU with probes: {run['bridge_cpu_ms_per_call_s']:.2f} ms per call-second"
-        )
-    lines += ["", "  targets:"] + [f"    {t}" for t in results["targets"]]
-    return "\n".join(lines)
+async def find_max(mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Rising call counts until a step is not sustained, one bisection, within the budget."""
+    deadline = time.monotonic() + args.find_max_minutes * 60
+    steps: list[dict[str, Any]] = []
+    best, failed = 0, None
+    for count in FIND_STEPS[mode]:
+        if time.monotonic() > deadline:
+            break
+        if await _try(mode, args, count, steps):
+            best = count
+        else:
+            failed = count
+            break
+    if failed is not None and failed - best > 10 and time.monotonic() < deadline:
+        middle = (best + failed) // 2
+        if await _try(mode, args, middle, steps):
+            best = middle
+    bounded = failed is None
+    return {"max_sustained_calls": best, "bounded_by_time_or_schedule": bounded, "steps": steps}
 
 
-def _targets(results: dict[str, Any]) -> list[str]:
-    bare = {b["chain"]: b["cpu_ms_per_call_s"] for b in results["bare"]}
-    out = []
-    for run in results["bridge"]:
-        if run["probed"]:
-            worst = max(
-                parts["added"].get("p99_ms", float("inf")) for parts in run["latency"].values()
-            )
-            work = max(
-                parts["processing"].get("p99_ms", float("inf")) for parts in run["latency"].values()
-            )
-            verdict = "met" if worst < 5 else "NOT met"
-            out.append(
-                f"added latency p99 < 5 ms ({_done(run['mode'])}): {worst:.2f} ms, {verdict} "
-                f"(processing alone, without buffering: p99 {work:.2f} ms)"
-            )
-        elif run["mode"] == "transcode" and bare.get("bridge"):
-            ratio = run["bridge_cpu_ms_per_call_s"] / bare["bridge"]
-            verdict = "met" if ratio <= 1.3 else "NOT met"
-            out.append(f"transcoded <= 1.3x bare relay: {ratio:.2f}x, {verdict}")
-            if bare.get("bridge, carrier-paced"):
-                paced = run["bridge_cpu_ms_per_call_s"] / bare["bridge, carrier-paced"]
-                out.append(
-                    f"  (for reference: {paced:.2f}x the bare relay whose carrier side is "
-                    "paced like the simulator's)"
-                )
-        elif run["mode"] == "relay":
-            cpu = run["bridge_cpu_ms_per_call_s"]
-            out.append(
-                f"relayed <= 3 ms CPU per call-second: {cpu:.2f} ms, "
-                f"{'met' if cpu <= 3 else 'NOT met'}"
-            )
-    return out
+# -- the whole benchmark ---------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every run the options ask for; the results as one JSON-able dict."""
-    _install_sim_probe()
+    install_stamps()
     results: dict[str, Any] = {
+        "command": args.command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "config": {
-            "calls": args.calls,
-            "seconds": args.seconds,
-            "warmup": args.warmup,
-            "complexity": args.complexity,
-            "bitrate": args.bitrate,
+            key: getattr(args, key)
+            for key in (
+                "mode",
+                "calls",
+                "seconds",
+                "warmup",
+                "latency_seconds",
+                "complexity",
+                "bitrate",
+                "workers",
+                "find_max",
+            )
         },
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "bridge": [],
-        "bare": [],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
+        "modes": {},
     }
-    for mode in args.modes:
-        print(f"bridge, {_done(mode)} calls ...", file=sys.stderr, flush=True)
-        results["bridge"].append(await bridge_run(mode, args, probed=False))
+    for mode in MODES.get(args.mode, ()):
+        entry: dict[str, Any] = {
+            "cpu": await bridge_run(mode, args, args.calls, args.seconds, probed=False)
+        }
         if not args.no_latency:
-            print(f"bridge, {_done(mode)} calls, latency pass ...", file=sys.stderr, flush=True)
-            results["bridge"].append(await bridge_run(mode, args, probed=True))
-    chains = [c for c in ("bridge", "soxr") if "transcode" in args.modes]
-    chains += ["relay"] if "relay" in args.modes else []
-    for chain in chains:
-        print(f"bare relay, {chain} chain ...", file=sys.stderr, flush=True)
-        results["bare"].append(await bare_run(chain, args))
-    for chain in [c for c in chains if c != "soxr"] if args.paced_bare else []:
-        print(f"bare relay, {chain} chain, carrier-paced ...", file=sys.stderr, flush=True)
-        results["bare"].append(await bare_run(chain, args, paced=True))
-    results["targets"] = _targets(results)
+            entry["latency"] = await bridge_run(
+                mode, args, args.calls, args.latency_seconds, probed=True
+            )
+        chain = "bridge" if mode == "transcode" else "relay"
+        entry["bare"] = await bare_run(chain, args, args.calls)
+        if args.paced_bare:
+            entry["bare_paced"] = await bare_run(chain, args, args.calls, paced=True)
+        if args.find_max:
+            entry["find_max"] = await find_max(mode, args)
+        results["modes"][mode] = entry
+    if args.signaling or args.mode == "signaling":
+        from .signaling_bench import signaling_run
+
+        results["signaling"] = await signaling_run(args)
+    results["targets"] = targets(results)
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the options, run, print the table, write the JSON."""
-    parser = argparse.ArgumentParser(prog="call_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=20.0, help="steady window per run")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--complexity", type=int, default=5, help="Opus encoder complexity")
-    parser.add_argument("--bitrate", type=int, default=24000, help="Opus encoder bit rate")
-    parser.add_argument("--modes", nargs="+", default=["transcode", "relay"])
-    parser.add_argument("--no-latency", action="store_true", help="skip the probed pass")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The benchmark's options (``pstn-bridge bench`` passes its arguments on unchanged)."""
+    p = argparse.ArgumentParser(prog="call_bench", description=(__doc__ or "").split("\n", 1)[0])
+    p.add_argument(
+        "--mode",
+        choices=[*MODES, "signaling"],
+        default="both",
+        help="media mode(s) to load; signaling: only the signaling benchmark",
+    )
+    p.add_argument("--calls", type=int, default=20, help="concurrent calls per mode")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds before each window")
+    p.add_argument("--latency-seconds", type=float, default=6.0, help="window of the latency pass")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency pass")
+    p.add_argument("--bare-seconds", type=float, default=10.0, help="window of the bare relay")
+    p.add_argument(
+        "--workers",
+        default=None,
+        help="[media] workers of the bridge (a number or auto; default: not set)",
+    )
+    p.add_argument(
+        "--find-max",
+        action="store_true",
+        help="raise the calls until late/lost > 0.1%% or p99 added latency > 20 ms",
+    )
+    p.add_argument("--find-max-minutes", type=float, default=12.0, help="time bound per mode")
+    p.add_argument("--find-max-seconds", type=float, default=8.0, help="window per step")
+    p.add_argument(
+        "--signaling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the signaling benchmark (set-ups per second)",
+    )
+    p.add_argument("--signaling-seconds", type=float, default=10.0)
+    p.add_argument("--signaling-concurrency", type=int, default=8, help="browsers cycling at once")
+    p.add_argument("--complexity", type=int, default=5, help="Opus encoder complexity")
+    p.add_argument("--bitrate", type=int, default=24000, help="Opus encoder bit rate")
+    p.add_argument(
         "--paced-bare",
         action="store_true",
-        help="also run the bare relay with its gateway side paced like the carrier simulator",
+        help="also run the bare relay with its gateway side paced like the simulator",
     )
-    parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "call_bench.json")
-    args = parser.parse_args(argv)
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "var" / "bench" / "call_bench.json",
+        help="where the JSON goes (the Markdown table next to it, .md)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, run, print the table, write the JSON and the Markdown."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.command = os.environ.get("CALL_BENCH_COMMAND") or " ".join(
+        ["python -m tests.bench.call_bench", *argv]
+    )
     results = asyncio.run(run(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
+    args.json.with_suffix(".md").write_text(markdown(results))
     print(report(results))
-    print(f"\nJSON: {args.json}")
+    print(f"\nJSON: {args.json}\nMarkdown: {args.json.with_suffix('.md')}")
     return 0
 
 

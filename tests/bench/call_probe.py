@@ -1,10 +1,13 @@
 """``pstn-bridge serve`` with per-frame timestamps: the latency pass of the call benchmark.
 
-Run as ``python -m tests.bench.call_probe CONFIG OUT.json``: it installs the probes below
-(class-level wrappers, in this child process only), then runs exactly what
-``pstn-bridge serve --config CONFIG`` runs (:func:`bridge.app.serve`) until SIGTERM, and
-writes what it saw to ``OUT.json``. With ``CALL_PROBE_PROFILE=FILE`` in the environment it
-also runs under cProfile and dumps the statistics to FILE (slow: for hot spots only).
+The benchmark runs ``pstn-bridge serve`` with ``tests/bench/probe_site`` on
+``PYTHONPATH`` and ``CALL_PROBE_DIR`` set: every process of the bridge (the serve process
+and its media workers) installs the probes below at start-up (:func:`install_at_exit`,
+class-level wrappers) and writes what it saw to ``CALL_PROBE_DIR/probe-<pid>.json`` when
+it exits. Also runnable as ``python -m tests.bench.call_probe CONFIG OUT.json`` (one
+process: exactly what ``pstn-bridge serve --config CONFIG`` runs, until SIGTERM, then
+``OUT.json``); with ``CALL_PROBE_PROFILE=FILE`` in the environment that runs under
+cProfile and dumps the statistics to FILE (slow: for hot spots only).
 Nothing of the product changes; the probes cost a ``perf_counter()`` and a few dict and
 list operations per frame (the CPU pass of the benchmark runs without them).
 
@@ -27,6 +30,7 @@ processed and sent in one callback; ``pop`` (where a buffer used to hand it on) 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import cProfile
 import json
 import os
@@ -40,7 +44,7 @@ from typing import Any
 from bridge.media.pipeline import CallMedia
 from sip_gateway.aio.rtp import MediaEndpoint
 
-__all__ = ["install_probes", "main"]
+__all__ = ["install_at_exit", "install_probes", "main"]
 
 B2G: list[tuple[int, int, float, float, float]] = []
 """(browser SSRC, sequence, read, pop, out) of each frame sent toward the carrier."""
@@ -62,6 +66,22 @@ def install_probes() -> None:
     _wrap(CallMedia, "_to_browser", _to_browser)
     _wrap(CallMedia, "aclose", _aclose)
     _wrap(MediaEndpoint, "_datagram_received", _gateway_datagram)
+
+
+def install_at_exit(directory: str) -> None:
+    """Install the probes; write what they saw to ``directory/probe-<pid>.json`` at exit.
+
+    For every process of the bridge (see ``tests/bench/probe_site/sitecustomize.py``):
+    media may run in worker processes, each with its own lists.
+    """
+    install_probes()
+
+    def dump() -> None:
+        if B2G or G2B or CALLS:
+            path = Path(directory) / f"probe-{os.getpid()}.json"
+            path.write_text(json.dumps({"b2g": B2G, "g2b": G2B, "calls": CALLS}))
+
+    atexit.register(dump)
 
 
 def _from_browser(original: Callable[[CallMedia, bytes], None]) -> Any:
