@@ -44,12 +44,16 @@ system-deps:
 	  fi; \
 	fi
 
+# The benchmarks (README "Benchmark"): per-stage media costs, transcoding, Opus quality, then
+# the call benchmark (`pstn-bridge bench`); BENCH_ARGS go to the call benchmark, e.g.
+# BENCH_ARGS="--calls 50 --find-max". Results in var/bench/.
+BENCH_ARGS ?=
 .PHONY: bench
 bench: $(STAMP)
 	$(PY) -m tests.bench.media_bench
 	$(PY) -m tests.bench.transcode_bench
 	$(PY) -m tests.bench.quality_bench
-	$(PY) -m tests.bench.call_bench
+	$(PY) -m tests.bench.call_bench $(BENCH_ARGS)
 
 # Coverage-guided fuzzing (tests/fuzz, README "Fuzzing"): every target for SECONDS seconds,
 # FUZZ_JOBS at a time; corpora, logs and crashes in var/fuzz/<target>/.
