@@ -67,7 +67,7 @@ from .ops.api import OpsApi, OpsApiConfig
 from .ops.records import OpsSources
 from .registrar import Registrar
 from .routing import CallLimits, CallLimitsConfig, DialPlan, DialPlanConfig, TrunkChannels
-from .settings import Settings, TrunkSettings
+from .settings import Settings, TrunkSettings, WebRtcSettings
 from .signaling import Signaling
 from .sim_command import (
     OutboundSimCall,
@@ -455,7 +455,7 @@ def _orchestrator(
             max_remote_candidates=webrtc.max_remote_candidates,
             connect_timeout=webrtc.connect_timeout,
         ),
-        opus=OpusEncoderConfig(complexity=webrtc.opus_complexity, bitrate=webrtc.opus_bitrate),
+        opus=_opus_encoder_config(webrtc),
         gateway_host=settings.sip.listen_host,
         gateway_port_range=settings.sip.media_port_range,
     )
@@ -494,6 +494,15 @@ def _orchestrator(
         contacts=signaling.contacts,
         clock=clock,
         channels=TrunkChannels({t.name: t.max_channels for t in settings.trunks}),
+    )
+
+
+def _opus_encoder_config(webrtc: WebRtcSettings) -> OpusEncoderConfig:
+    """The ``[webrtc] opus_*`` options as the Opus encoder's configuration."""
+    return OpusEncoderConfig(
+        complexity=webrtc.opus_complexity,
+        bitrate=webrtc.opus_bitrate,
+        constant_bitrate=webrtc.opus_constant_bitrate,
     )
 
 

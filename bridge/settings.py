@@ -267,8 +267,9 @@ class WebRtcSettings(_Section):
     turn_username: str | None = None
     turn_password: SecretStr | None = None
     codecs: tuple[WebRtcCodec, ...] = Field(default=("opus", "PCMU", "PCMA"), min_length=1)
-    opus_complexity: OpusComplexity = 5
-    opus_bitrate: int = Field(default=24000, ge=6000, le=128000)
+    opus_complexity: OpusComplexity = 0
+    opus_bitrate: int = Field(default=32000, ge=6000, le=128000)
+    opus_constant_bitrate: bool = True
     max_remote_candidates: int = Field(default=32, ge=1, le=256)
     connect_timeout: Seconds = 15.0
 

@@ -179,16 +179,23 @@ class OpusEncoderConfig:
 
     The encoder always runs libopus in ``voip`` mode on 8 kHz input, which makes it
     narrowband (SILK NB): a G.711 far end has nothing above 4 kHz, so a wider band
-    would only spend bits and CPU on nothing. Invalid values raise ``ValueError``.
+    would only spend bits and CPU on nothing (``quality_bench`` measured it: 48 kHz
+    input with mediumband, wideband or fullband allowed scores lower at the same bit
+    rate and costs 1.4-2.5x the CPU). So there is no bandwidth option. Invalid values
+    raise ``ValueError``.
     """
 
-    complexity: int = 5
-    """libopus complexity 0..10: CPU for quality. Measured per 20 ms frame of speech
-    (``tests/bench/transcode_bench.py``): CBR ~50 us at 0, ~145 us at 5, ~160 us at
-    10; VBR ~30, ~60 and ~70 us."""
-    bitrate: int = 24000
-    """Target bit rate in bit/s, 6000..510000. Narrowband speech is transparent near
-    20 kbit/s; 24000 leaves headroom for in-band FEC."""
+    complexity: int = 0
+    """libopus complexity 0..10: CPU for quality. Chosen by ``tests/bench/quality_bench.py``
+    (PESQ narrowband through the whole carrier -> browser path, three voices): at 32 kbit/s
+    CBR, 0 scores MOS-LQO 4.07 against 4.09 at 10 (PCMU alone: 4.07) for ~55 us per 20 ms
+    frame against ~160 us (5: ~140 us; from 2 up SILK's costlier analysis doubles the
+    time). Below 32 kbit/s complexity matters more: at 24 kbit/s 0 loses 0.07 on average
+    and 0.12 on a male voice."""
+    bitrate: int = 32000
+    """Target bit rate in bit/s, 6000..510000. 32000 lets complexity 0 reach the PCMU
+    ceiling (``quality_bench``: 24000 needs complexity 4 for that, ~140 us a frame); it
+    costs 20 bytes a packet more than 24000 toward the browser, and almost no CPU."""
     frame_ms: int = 20
     """Packet duration in ms, one of 10, 20, 40, 60; :meth:`OpusEncoder.encode` takes
     ``8 * frame_ms`` samples per call. Browsers expect 20 (the default ``ptime``)."""
@@ -196,8 +203,9 @@ class OpusEncoderConfig:
     """Hard CBR: every packet has ``bitrate * frame_ms / 8000`` bytes. Variable bit
     rate inside SRTP leaks which sounds were spoken through the packet sizes (RFC 6562),
     so CBR is the default. It costs CPU: SILK's rate loop re-encodes a frame until it
-    fits, ~2.3x VBR's time from complexity 2 up. False selects VBR (constrained VBR is
-    the same thing in SILK narrowband); it saves ~15% of the bytes on speech."""
+    fits, ~1.6x VBR's time at complexity 0 and ~2x from 2 up. False selects VBR
+    (constrained VBR is the same thing in SILK narrowband); the same PESQ score at
+    32 kbit/s, ~17% fewer bytes on speech."""
     fec_loss_percent: int = 0
     """Expected packet loss toward the browser, 0..100. Above 0 libopus adds in-band
     FEC (LBRR) sized for that loss, which the browser's decoder uses when a packet is
