@@ -64,6 +64,7 @@ from tests.webrtc_audio import opus_packets, pcmu_payloads, speech_8k, speech_48
 from tests.webrtc_client import ClientCall, WebRtcClient
 from tests.webrtc_rtp import ticker
 
+from . import spy
 from .bare_relay import PacedRelayLoad, RelayLoad, StreamKeys, start_relay
 from .bench_bridge import BridgeOptions, RunningBridge, call_number, start_bridge
 from .call_load import (
@@ -81,7 +82,7 @@ from .call_load import (
     setup_stats,
 )
 from .call_report import markdown, report, targets
-from .proctree import cpu_seconds
+from .proctree import cpu_seconds, tree_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"transcoded": ("transcode",), "relayed": ("relay",), "both": ("transcode", "relay")}
@@ -98,9 +99,12 @@ LATENCY_LIMIT_MS = 20.0
 
 
 async def _window(
-    bridge: RunningBridge, calls: list[ClientCall], seconds: float
-) -> dict[str, float]:
+    bridge: RunningBridge, calls: list[ClientCall], seconds: float, *, profile: bool = False
+) -> dict[str, Any]:
     """Measure for ``seconds``, a progress line per second (see the module docstring)."""
+    profilers = (
+        spy.start(tree_pids(bridge.process.pid), seconds, bridge.work / "spy") if profile else []
+    )
     gen0, (cpu0, _), t0 = time.process_time(), bridge.cpu(), time.perf_counter()
     last_cpu, last_t, last_rx = cpu0, t0, received_packets(calls)
     while (now := time.perf_counter()) < t0 + seconds:
@@ -116,7 +120,13 @@ async def _window(
     cpu1, processes = bridge.cpu()
     t1 = time.perf_counter()
     generator = (time.process_time() - gen0) / (t1 - t0)
-    return {"t0": t0, "t1": t1, "cpu": cpu1 - cpu0, "processes": processes, "gen": generator}
+    for _path, recorder in profilers:
+        await asyncio.to_thread(recorder.wait)
+    window: dict[str, Any] = {"t0": t0, "t1": t1, "cpu": cpu1 - cpu0, "processes": processes}
+    window["gen"] = generator
+    if profilers:
+        window["profile"] = spy.summarize([path for path, _ in profilers])
+    return window
 
 
 async def bridge_run(
@@ -131,7 +141,7 @@ async def bridge_run(
     bridge = await start_bridge(mode, options, probed=probed)
     clients: list[WebRtcClient] = []
     try:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0 if probed else 3.0)  # media workers start up
         idle = await bridge.idle_cpu_ms_per_s(1.0 if probed else 2.0)
         log(f"  idle bridge {idle:.1f} ms CPU/s; registering {count} browsers")
         codecs = ("opus", "PCMU") if mode == "transcode" else ("PCMU", "opus")
@@ -143,7 +153,7 @@ async def bridge_run(
         play_all(calls, mode)
         log(f"  media flowing; {args.warmup:.0f} s warm-up, then {seconds:.0f} s measured")
         await asyncio.sleep(args.warmup)
-        window = await _window(bridge, calls, seconds)
+        window = await _window(bridge, calls, seconds, profile=args.profile and not probed)
         t0, t1, cpu = window["t0"], window["t1"], window["cpu"]
         numbers = [call_number(i) for i in range(count)]
         result = {
@@ -161,6 +171,8 @@ async def bridge_run(
             "client": client_stats(calls, t0, t1),
             "setup": setup_stats(numbers, bridge.trunk_invites, connected),
         }
+        if "profile" in window:
+            result["profile"] = window["profile"]
         statuses = await asyncio.gather(*(call.hangup() for call in calls))
         result["bye_200"] = sum(1 for s in statuses if s == 200)
         await asyncio.sleep(0.5)
@@ -439,6 +451,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--signaling-concurrency", type=int, default=8, help="browsers cycling at once")
     p.add_argument("--complexity", type=int, default=5, help="Opus encoder complexity")
     p.add_argument("--bitrate", type=int, default=24000, help="Opus encoder bit rate")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy every bridge process during the CPU windows (top frames in the results)",
+    )
     p.add_argument(
         "--paced-bare",
         action="store_true",

@@ -98,6 +98,9 @@ def report(results: dict[str, Any]) -> str:
             f"{cpu['bridge_idle_cpu_ms_per_s']} ms CPU/s; load generator "
             f"{cpu['generator_cpu_cores']} cores"
         )
+        for role, prof in (cpu.get("profile") or {}).items():
+            lines.append(f"    py-spy, {role} processes ({prof['samples']} samples), self time:")
+            lines += [f"      {pct:5.1f}%  {frame}" for frame, pct in prof["self"][:12]]
         for step in (entry.get("find_max") or {}).get("steps", []):
             lines.append(f"    find-max {step['calls']:>5} calls: {step['why']}")
     if results.get("signaling"):
@@ -167,7 +170,11 @@ def _mode_targets(mode: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
             10.0,
             "ms",
             at_least=False,
-            note="" if p99 is not None else "no probed frames (media in workers?)",
+            note=""
+            if p99 is not None
+            else "no probed frames"
+            if "latency" in entry
+            else "latency pass skipped (--no-latency)",
         )
     )
     bare = entry.get("bare")
