@@ -12,7 +12,8 @@ The signaling process (:mod:`bridge.media.plane`) starts ``python -m bridge.medi
   port, send a digit) run at once, as their in-process counterparts do.
 * It pushes every :class:`~bridge.media.events.MediaEvent` of a call as it happens, each
   call's counters and facts every ``stats_interval`` seconds and when it closes, and its
-  resource counts (sockets, SRTP sessions, tasks) with each round and after each close.
+  resource counts (sockets, SRTP sessions, tasks) with each round and after each reply
+  and event (so ``/metrics`` sees a leg come up or go at once).
 * It exits when the control connection closes (the parent closed it, or died: the
   socket's other end goes with it); it also asks the kernel for SIGKILL when the parent
   dies (``PR_SET_PDEATHSIG``) and ignores SIGINT (a terminal's Ctrl-C reaches the whole
@@ -96,6 +97,7 @@ class MediaWorker:
         self.stats_interval = 1.0
         self.calls: dict[str, _Hosted] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resources_due = False
 
     def send(self, message: ControlMessage) -> None:
         """Queue one message to the signaling process (dropped once it is gone)."""
@@ -167,6 +169,7 @@ class MediaWorker:
                 request_id=request_id, kind="error", reason=type(exc).__name__, detail=str(exc)
             )
         self.send(reply)
+        self.resources_soon()
 
     async def _execute(self, message: Request) -> ControlMessage:
         if isinstance(message, OpenMedia):
@@ -215,10 +218,22 @@ class MediaWorker:
         await hosted.media.aclose()
         self.calls.pop(call_id, None)
         self.send(StatsPushed(call_id=call_id, snapshot=snapshot(hosted.media)))
-        self.send(ResourcesPushed(resources=self.resources()))
+        self._push_resources()
 
     def _event(self, call_id: str, event: MediaEvent) -> None:
         self.send(EventPushed(call_id=call_id, event=event))
+        self.resources_soon()
+
+    def resources_soon(self) -> None:
+        """Push the resource counts once the current work is done (a leg came up or went:
+        ``/metrics`` sees it without waiting for the next round)."""
+        if not self._resources_due:
+            self._resources_due = True
+            asyncio.get_running_loop().call_soon(self._push_resources)
+
+    def _push_resources(self) -> None:
+        self._resources_due = False
+        self.send(ResourcesPushed(resources=self.resources()))
 
     def resources(self) -> WorkerResources:
         """What this process holds now."""
