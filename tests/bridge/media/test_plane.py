@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,35 @@ async def test_metrics_add_the_workers_resources_and_show_each_worker(bridge: An
     assert (left.gateway_srtp, left.webrtc_srtp) == (0, 0)
     samples = _metrics(harness)
     assert samples["pstn_bridge_udp_sockets", frozenset({("kind", "ice")})] == open_ice_sockets()
+
+
+_ORPHAN_PARENT = """
+import asyncio, sys
+from bridge.media.plane import MediaPlane, MediaPlaneConfig
+from bridge.media.pipeline import PipelineConfig
+from bridge.media.webrtc_leg import WebRtcLegConfig
+
+async def main():
+    pipeline = PipelineConfig(webrtc=WebRtcLegConfig())
+    plane = MediaPlane(MediaPlaneConfig(workers=1, pipeline=pipeline))
+    await plane.start()
+    print(plane.pids[0], flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_workers_die_with_a_killed_bridge() -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _ORPHAN_PARENT, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert parent.stdout is not None
+        async with asyncio.timeout(20):
+            worker = int(await parent.stdout.readline())
+        assert _alive(worker)
+    finally:
+        parent.kill()
+        await parent.wait()
+    await _until(lambda: not _alive(worker), within=10)
