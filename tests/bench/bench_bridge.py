@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -48,6 +49,7 @@ __all__ = ["PASSWORD", "BridgeOptions", "RunningBridge", "call_number", "start_b
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "bench password 1"
+_PR_SET_PDEATHSIG = 1
 
 
 def call_number(index: int) -> str:
@@ -186,6 +188,11 @@ class RunningBridge:
             self._log.close()
 
 
+def _die_with_us() -> None:
+    """In the child before exec: SIGTERM when the benchmark dies (no orphaned bridge)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 async def _wait_listening(process: subprocess.Popen[bytes], ports: Iterable[int]) -> None:
     async with asyncio.timeout(60):
         for port in ports:
@@ -247,7 +254,12 @@ async def start_bridge(tag: str, options: BridgeOptions, *, probed: bool) -> Run
     command = [str(Path(sys.executable).with_name("pstn-bridge")), "serve", "--config", str(config)]
     log = (work / "bridge.log").open("wb")
     process = subprocess.Popen(  # noqa: ASYNC220 - started once per run, before the load
-        command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env
+        command,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_us,  # noqa: PLW1509 - a prctl call only, before exec
     )
     bridge = RunningBridge(
         work=work, pki=pki, ports=ports, process=process, sim=sim, probe_dir=probe_dir, _log=log

@@ -56,7 +56,9 @@ def _signaling_line(sig: dict[str, Any]) -> str:
         f"{sig['setups_per_s']:.1f} set-ups/s ({sig['setups']} in {sig['window_s']:.0f} s), "
         f"set-up latency p50 {lat.get('p50_ms', 0):.1f} ms p99 {lat.get('p99_ms', 0):.1f} ms, "
         f"INVITE->trunk p50/p99 {_p(sig['invite_to_trunk_invite'], 'p50_ms', 'p99_ms')} ms, "
-        f"bridge {sig['bridge_cpu_ms_per_setup']} ms CPU per set-up, failures {sig['failures']}"
+        f"bridge {sig['bridge_cpu_ms_per_setup']} ms CPU per set-up "
+        f"({sig['bridge_cpu_cores']} cores; load generator {sig.get('generator_cpu_cores')} "
+        f"cores), failures {sig['failures'] or 'none'}"
     )
 
 
@@ -98,15 +100,23 @@ def report(results: dict[str, Any]) -> str:
             f"{cpu['bridge_idle_cpu_ms_per_s']} ms CPU/s; load generator "
             f"{cpu['generator_cpu_cores']} cores"
         )
-        for role, prof in (cpu.get("profile") or {}).items():
-            lines.append(f"    py-spy, {role} processes ({prof['samples']} samples), self time:")
-            lines += [f"      {pct:5.1f}%  {frame}" for frame, pct in prof["self"][:12]]
+        lines += _profile_lines(cpu.get("profile"))
         for step in (entry.get("find_max") or {}).get("steps", []):
             lines.append(f"    find-max {step['calls']:>5} calls: {step['why']}")
     if results.get("signaling"):
         lines += ["", "  " + _signaling_line(results["signaling"])]
+        lines += _profile_lines(results["signaling"].get("profile"))
     lines += ["", "  targets:"] + [f"    {_target_text(t)}" for t in results["targets"]]
     return "\n".join(lines)
+
+
+def _profile_lines(profile: dict[str, Any] | None) -> list[str]:
+    lines = []
+    for role, prof in (profile or {}).items():
+        lines.append(f"    py-spy, {role} processes ({prof['samples']} samples):")
+        lines += [f"      self {pct:5.1f}%  {frame}" for frame, pct in prof["self"][:12]]
+        lines += [f"      incl {pct:5.1f}%  {frame}" for frame, pct in prof["inclusive"][:15]]
+    return lines
 
 
 def _target_text(t: dict[str, Any]) -> str:

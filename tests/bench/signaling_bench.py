@@ -28,8 +28,10 @@ from bridge.media.webrtc_leg import WebRtcLeg, WebRtcLegConfig
 from sip_gateway.sdp import MediaConfig
 from tests.webrtc_client import ClientCall, WebRtcClient
 
+from . import spy
 from .bench_bridge import BridgeOptions, call_number, start_bridge, user_name
 from .call_load import INVITES, install_stamps, log, open_clients, percentiles
+from .proctree import tree_pids
 
 __all__ = ["IdleCall", "signaling_run"]
 
@@ -129,8 +131,13 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for client in clients:  # warm-up: one cycle each, not counted
             await _cycle(client, _Tally(), {})
+        profilers = (
+            spy.start(tree_pids(bridge.process.pid), seconds, bridge.work / "spy")
+            if args.profile
+            else []
+        )
         cpu0, _ = bridge.cpu()
-        t0 = time.perf_counter()
+        gen0, t0 = time.process_time(), time.perf_counter()
         end = t0 + seconds
         loops = [
             asyncio.ensure_future(_client_loop(c, tally, bridge.trunk_invites, end))
@@ -143,17 +150,20 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
                 f"  {elapsed:4.1f} s: {len(tally.setup)} set-ups "
                 f"({len(tally.setup) / elapsed:.1f}/s)"
             )
-        t1 = time.perf_counter()
+        t1, gen1 = time.perf_counter(), time.process_time()
         cpu1, processes = bridge.cpu()
         for loop in loops:
             loop.result()
+        for _path, recorder in profilers:
+            await asyncio.to_thread(recorder.wait)
     finally:
         for client in clients:
             with contextlib.suppress(Exception):
                 await client.close()
         await bridge.stop()
     count = len(tally.setup)
-    return {
+    profile = {"profile": spy.summarize([path for path, _ in profilers])} if profilers else {}
+    return profile | {
         "concurrency": concurrency,
         "window_s": round(t1 - t0, 3),
         "setups": count,
@@ -164,5 +174,6 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
         "bridge_cpu_ms_per_setup": round((cpu1 - cpu0) * 1000 / count, 2) if count else None,
         "bridge_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
         "bridge_processes": processes,
+        "generator_cpu_cores": round((gen1 - gen0) / (t1 - t0), 3),
         "work_dir": str(bridge.work),
     }

@@ -7,8 +7,9 @@ without pausing the process (the figures of a profiled run are still perturbed a
 py-spy's own CPU competes on the same cores; profile in a separate run). The raw output
 is collapsed stacks (``frame;frame;...;leaf count``); :func:`summarize` turns them into
 the top frames by self time (the leaf, without line numbers) and by inclusive time
-(any frame on the stack, counted once per sample), in percent of the samples, per
-process role (``serve`` or ``worker``). Idle samples are left out by py-spy by default.
+(any frame on the stack, counted once per sample; frames on nearly every stack, the
+event loop's own, left out), in percent of the samples, per process role (``serve`` or
+``worker``). Idle samples are left out by py-spy by default.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def summarize(paths: list[str], top: int = 15) -> dict[str, Any]:
                 for frame in set(frames):
                     inclusive[frame] += int(count)
         if samples:
+            common = max(inclusive.values())  # the loop's own frames: on every stack
+            inclusive = Counter({f: n for f, n in inclusive.items() if n < 0.8 * common})
             out[role] = {
                 "samples": samples,
                 "self": [(f, round(n * 100 / samples, 1)) for f, n in own.most_common(top)],
