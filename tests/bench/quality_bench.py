@@ -26,7 +26,8 @@ run the bridge's own classes (``bridge.media.transcode``) as the call's pipeline
     + the 48k -> 8k FIR) -> PCMU encode and decode``, next to the bridge's decoder CPU per
     packet. Our encoder settings play no part; "FIR + PCMU only" is the ceiling. The
     "max narrowband" rows are a browser told ``maxplaybackrate=8000`` (RFC 7587), which
-    caps its encoder at narrowband (FFmpeg ``cutoff`` 4000 here).
+    caps its encoder at narrowband (FFmpeg ``cutoff`` 4000 here); libwebrtc then also
+    lowers its default bit rate to 12 kbit/s unless ``maxaveragebitrate`` says otherwise.
 (c) other bandwidths: ``OpusEncoder`` feeds libopus 8 kHz, which caps Opus at narrowband.
     Mediumband or wider needs a higher input rate, so (c) upsamples the PCMU-decoded
     8 kHz to 48 kHz (soxr, offline, not counted) and encodes it with FFmpeg's ``cutoff``
@@ -88,7 +89,7 @@ MARGIN = 0.1
 CPU_TIE = 0.1
 """CPU figures this close to the cheapest are a tie (timing noise): the lowest complexity,
 then the best score, wins."""
-BROWSER_BITRATES = (16000, 24000, 32000)
+BROWSER_BITRATES = (12000, 16000, 24000, 32000)
 CUTOFFS = ((4000, "narrowband"), (6000, "mediumband"), (8000, "wideband"), (20000, "fullband"))
 
 
