@@ -181,7 +181,7 @@ class OpusEncoderConfig:
     narrowband (SILK NB): a G.711 far end has nothing above 4 kHz, so a wider band
     would only spend bits and CPU on nothing (``quality_bench`` measured it: 48 kHz
     input with mediumband, wideband or fullband allowed scores lower at the same bit
-    rate and costs 1.4-2.5x the CPU). So there is no bandwidth option. Invalid values
+    rate and costs 1.3-2.3x the CPU). So there is no bandwidth option. Invalid values
     raise ``ValueError``.
     """
 
