@@ -36,7 +36,10 @@ def _row(mode: str, entry: dict[str, Any]) -> dict[str, str]:
         "bare relay": f"{ref:.2f}" if ref else "-",
         "ratio": f"{ms / ref:.2f}x" if ref else "-",
         "lost/late % (browser)": f"{client['lost_pct']:.2f}/{client['late_pct']:.2f}",
-        "concealed % (carrier)": f"{carrier['concealed_pct'] or 0:.2f}",
+        "lost/concealed % (carrier)": (
+            f"{carrier['lost'] * 100 / max(1, carrier['packets_received']):.2f}/"
+            f"{carrier['concealed_pct'] or 0:.2f}"
+        ),
         "added b->g p50/p99/max ms": _p(
             latency.get("browser_to_gateway", {}).get("added"), "p50_ms", "p99_ms", "max_ms"
         ),
