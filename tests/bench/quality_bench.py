@@ -6,7 +6,7 @@ to ``var/bench/quality_bench.json`` and ``.md``, never asserted.
 
 Theory of operation
 -------------------
-Speech: a few voices of 10-12 s each, levelled to -26 dBov of active speech (ITU-T P.56
+Speech: a few voices of about 13 s each, levelled to -26 dBov of active speech (ITU-T P.56
 style, 20 ms frames above -30 dB of the loudest): two espeak-ng voices (male and female,
 six Harvard sentences) and, when ``alsa-utils`` is installed, a recorded female voice
 (``/usr/share/sounds/alsa``: "front left", "rear right", ...). Each exists at 48 kHz
@@ -32,6 +32,9 @@ run the bridge's own classes (``bridge.media.transcode``) as the call's pipeline
     Mediumband or wider needs a higher input rate, so (c) upsamples the PCMU-decoded
     8 kHz to 48 kHz (soxr, offline, not counted) and encodes it with FFmpeg's ``cutoff``
     (libopus ``OPUS_SET_MAX_BANDWIDTH``) at 4000 / 6000 / 8000 / 20000 Hz.
+(d) the chosen setting with libopus called directly (``opus_direct``, the same libopus
+    PyAV ships): the packets must be identical, so the CPU difference is the FFmpeg/PyAV
+    layer per frame (frame and packet objects, PyAV's frame-size filter graph).
 
 The choice: among the CBR settings (CBR stays: VBR packet sizes leak speech through SRTP,
 RFC 6562), the cheapest encoder CPU whose MOS-LQO is within 0.1 of complexity 10 at the
@@ -68,6 +71,7 @@ from bridge.media.transcode import Downsampler, OpusDecoder, OpusEncoder, OpusEn
 from sip_gateway.media.g711 import ulaw_decode, ulaw_encode
 
 from .harness import machine_info, measure
+from .opus_direct import DirectOpusEncoder, load_libopus
 
 Pcm = npt.NDArray[np.int16]
 
@@ -279,6 +283,25 @@ def carrier_to_browser(voices: Sequence[Voice], config: OpusEncoderConfig, args:
     )
 
 
+def direct_libopus(voices: Sequence[Voice], config: OpusEncoderConfig, args: Any) -> Row | None:
+    """The chosen setting with libopus called directly (``opus_direct``): its packets must
+    equal ``OpusEncoder``'s, so the CPU difference is what FFmpeg and PyAV add per frame."""
+    lib = load_libopus()
+    if lib is None:
+        return None
+    frames = [f for v in voices for f in _frames(_pcmu(v.pcm8k), 160)]
+    direct, ours = DirectOpusEncoder(lib, config), OpusEncoder(config)
+    same = all(direct.encode(f) == ours.encode(f) for f in frames)
+    reference = carrier_to_browser(voices, config, args)
+    label = f"{reference.label}, libopus {direct.version.split()[-1]} direct"
+    row = Row("carrier->browser", f"{label} ({'same' if same else 'OTHER'} bytes)", 0.0, {})
+    row.mos, row.mos_per_voice = reference.mos, reference.mos_per_voice
+    row.complexity, row.bitrate, row.cbr = config.complexity, config.bitrate, True
+    row.cpu_us = _cpu_us(DirectOpusEncoder(lib, config).encode, frames, args)
+    row.bytes_per_packet = reference.bytes_per_packet
+    return row
+
+
 def pcmu_only(voices: Sequence[Voice]) -> Row:
     """(a)'s ceiling: the reference through PCMU alone."""
     mos, per_voice = _score(voices, [_pcmu(v.pcm8k) for v in voices])
@@ -440,6 +463,11 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _find(rows: Sequence[Row], config: OpusEncoderConfig) -> Row | None:
+    key = (config.complexity, config.bitrate, config.constant_bitrate)
+    return next((r for r in rows if (r.complexity, r.bitrate, r.cbr) == key), None)
+
+
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row], list[Row]]:
     """Measure everything; returns the JSON report, the grid rows and the other rows."""
     voices = corpus()
@@ -455,17 +483,12 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row], list[Row]]
                 print(f"  {row.label:<18} MOS-LQO {row.mos:.2f} {row.cpu_us:7.1f} us", flush=True)
                 rows.append(row)
     choice = choose(rows)
-    old = next(
-        (
-            r
-            for r in rows
-            if r.cbr and (r.complexity, r.bitrate) == (OLD_DEFAULT.complexity, OLD_DEFAULT.bitrate)
-        ),
-        None,
-    ) or carrier_to_browser(voices, OLD_DEFAULT, args)
-    extra = [pcmu_only(voices), old, choice]
-    for complexity in sorted({choice.complexity or 0, 10}):
-        extra += bandwidths(voices, complexity, choice.bitrate or 24000, args)
+    old = _find(rows, OLD_DEFAULT) or carrier_to_browser(voices, OLD_DEFAULT, args)
+    chosen = OpusEncoderConfig(complexity=choice.complexity or 0, bitrate=choice.bitrate or 0)
+    direct = direct_libopus(voices, chosen, args)
+    extra = [pcmu_only(voices), old, choice, *([direct] if direct else [])]
+    for complexity in sorted({chosen.complexity, 10}):
+        extra += bandwidths(voices, complexity, chosen.bitrate, args)
     extra += [fir_pcmu_only(voices), *browser_to_carrier(voices, args)]
     c10 = next(r for r in rows if r.cbr and r.bitrate == choice.bitrate and r.complexity == 10)
     report: dict[str, Any] = {

@@ -7,8 +7,10 @@ from argparse import Namespace
 
 import pytest
 
-from bridge.media.transcode import OpusEncoderConfig
+from bridge.media.transcode import OpusEncoder, OpusEncoderConfig
+from tests.bench.opus_direct import DirectOpusEncoder, load_libopus
 from tests.bench.quality_bench import Row, _ints, carrier_to_browser, choose, corpus, pcmu_only
+from tests.webrtc_audio import speech_8k
 
 
 def _row(complexity: int, bitrate: int, cpu: float, **mos: float) -> Row:
@@ -58,3 +60,15 @@ def test_pesq_ranks_a_starved_encoder_below_the_default() -> None:
     assert 3.5 < default.mos <= ceiling + 0.1
     assert starved.mos < default.mos - 0.3
     assert default.bytes_per_packet == 80.0
+
+
+def test_libopus_called_directly_gives_the_encoders_bytes() -> None:
+    lib = load_libopus()
+    if lib is None:
+        pytest.skip("no libopus to load")
+    pcm = speech_8k(1.0)
+    for config in (OpusEncoderConfig(), OpusEncoderConfig(complexity=5, constant_bitrate=False)):
+        direct, ours = DirectOpusEncoder(lib, config), OpusEncoder(config)
+        frames = [pcm[i : i + 160] for i in range(0, pcm.size, 160)]
+        assert [direct.encode(f) for f in frames] == [ours.encode(f) for f in frames]
+        direct.close()
