@@ -27,6 +27,8 @@ from typing import Any
 
 import pylibsrtp
 
+from sip_gateway.media.srtp import srtp_call
+
 __all__ = ["PacketCallback", "SrtpPath", "WebRtcLegStats", "started_srtp_paths"]
 
 logger = logging.getLogger("bridge.media.webrtc_leg")
@@ -97,6 +99,8 @@ class SrtpPath:
         "_remote",
         "_rx",
         "_sendto",
+        "_unprotect",
+        "_unprotect_rtcp",
         "stats",
     )
 
@@ -111,6 +115,8 @@ class SrtpPath:
         self._remote: Address = ("", 0)
         self._protect: Callable[[bytes], bytes] = _not_started
         self._protect_rtcp: Callable[[bytes], bytes] = _not_started
+        self._unprotect: Callable[[bytes], bytes] = _not_started  # any bytes-like, once started
+        self._unprotect_rtcp: Callable[[bytes], bytes] = _not_started
 
     def start(
         self,
@@ -131,7 +137,11 @@ class SrtpPath:
             fallback: gets every datagram that is not SRTP (STUN, DTLS).
         """
         self._rx, self._fallback = rx, fallback
-        self._protect, self._protect_rtcp = tx.protect, tx.protect_rtcp
+        # libsrtp called directly (sip_gateway.media._libsrtp): the per-packet path
+        self._protect = srtp_call(tx, "protect")
+        self._protect_rtcp = srtp_call(tx, "protect_rtcp")
+        self._unprotect = srtp_call(rx, "unprotect")
+        self._unprotect_rtcp = srtp_call(rx, "unprotect_rtcp")
         self._remote = remote
         self._sendto = sendto
         _STARTED.add(self)
@@ -143,18 +153,17 @@ class SrtpPath:
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         """Handle one datagram of the nominated socket (replaces aioice's handler)."""
-        rx = self._rx
-        if len(data) < 2 or rx is None or not 127 < data[0] < 192:
+        if len(data) < 2 or self._rx is None or not 127 < data[0] < 192:
             if not data:
                 self.stats.malformed_in += 1  # aiortc's pump would crash on b""
             elif self._fallback is not None:
                 self._fallback(data, addr)
             return
-        try:
+        try:  # a packet too long for libsrtp's buffer fails like a forged one
             if 192 <= data[1] <= 223:
-                self.deliver_rtcp(rx.unprotect_rtcp(data))
+                self.deliver_rtcp(self._unprotect_rtcp(data))
             else:
-                self.deliver_rtp(rx.unprotect(data))
+                self.deliver_rtp(self._unprotect(data))
         except pylibsrtp.Error:
             self.stats.unprotect_failures += 1
 

@@ -14,6 +14,9 @@ what the network sends: a datagram that fails is dropped (``None``) and counted 
 one reason, ``auth_failed``, ``replayed`` or ``malformed``; the reason of the last drop
 is kept in :attr:`SrtpSession.last_drop_reason` for the caller's own counters.
 
+Per packet, libsrtp is called directly through :func:`~._libsrtp.srtp_call` (re-exported
+here): pylibsrtp's per-call Python wrapper cost about as much as the cryptography.
+
 Secrets: master keys go straight into libsrtp and are not kept in Python objects;
 :meth:`SrtpSession.same_keys` compares a SHA-256 digest of suite and keys instead. No
 ``repr``, ``str``, error message or counter here contains key material.
@@ -37,6 +40,7 @@ import pylibsrtp
 from sip_gateway.sdp.crypto import SUITES
 from sip_gateway.sdp.media_config import SdesCrypto
 
+from ._libsrtp import AUTH_FAIL, REPLAY_STATUSES, Packet, SrtpStatusError, srtp_call
 from .errors import LocalMediaError
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "SrtpSession",
     "live_srtp_sessions",
     "new_sdes_key",
+    "srtp_call",
 ]
 
 SRTP_PROFILES: Final[Mapping[str, int]] = MappingProxyType(
@@ -61,9 +66,6 @@ SRTP_PROFILES: Final[Mapping[str, int]] = MappingProxyType(
 DROP_REASONS: Final = ("auth_failed", "replayed", "malformed")
 """Why an SRTP or SRTCP datagram is dropped (the counter names)."""
 
-# libsrtp's srtp_err_status_t values, as pylibsrtp spells them in its error messages.
-_AUTH_FAIL: Final = frozenset({pylibsrtp.ERRORS[7]})
-_REPLAY: Final = frozenset({pylibsrtp.ERRORS[9], pylibsrtp.ERRORS[10], pylibsrtp.ERRORS[26]})
 _RTP_HEADER: Final = 12
 _RTCP_HEADER: Final = 8
 _MAX_DATAGRAM: Final = 1500 - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
@@ -141,7 +143,9 @@ class SrtpSession:
         "_inbound",
         "_key_id",
         "_outbound",
+        "_protect_rtcp",
         "_protect_rtp",
+        "_unprotect_rtcp",
         "_unprotect_rtp",
         "counters",
         "last_drop_reason",
@@ -158,8 +162,11 @@ class SrtpSession:
         self.suite = crypto.suite
         self._outbound = _session(crypto.local_key, profile, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
         self._inbound = _session(crypto.remote_key, profile, pylibsrtp.Policy.SSRC_ANY_INBOUND)
-        self._protect_rtp = self._outbound.protect  # bound once: RTP is the per-packet path
-        self._unprotect_rtp = self._inbound.unprotect
+        # libsrtp called directly (see _libsrtp): every packet of the leg goes through these
+        self._protect_rtp = srtp_call(self._outbound, "protect")
+        self._unprotect_rtp = srtp_call(self._inbound, "unprotect")
+        self._protect_rtcp = srtp_call(self._outbound, "protect_rtcp")
+        self._unprotect_rtcp = srtp_call(self._inbound, "unprotect_rtcp")
         self._key_id = _key_id(crypto)
         self.counters = SrtpCounters()
         self.last_drop_reason: str | None = None
@@ -189,7 +196,7 @@ class SrtpSession:
         if not _RTP_HEADER <= len(rtp) <= _MAX_DATAGRAM:
             raise LocalMediaError(f"cannot protect a {len(rtp)}-byte packet", reason="protect")
         try:
-            protected = self._protect_rtp(rtp if isinstance(rtp, bytes) else bytes(rtp))
+            protected = self._protect_rtp(rtp)
         except pylibsrtp.Error as exc:
             raise LocalMediaError(f"SRTP protect failed: {exc}", reason="protect") from None
         self.counters.protected += 1
@@ -201,7 +208,7 @@ class SrtpSession:
         Raises:
             LocalMediaError: the packet is too short or too long, or libsrtp refused it.
         """
-        return self._protect(rtcp, self._outbound.protect_rtcp, _RTCP_HEADER)
+        return self._protect(rtcp, self._protect_rtcp, _RTCP_HEADER)
 
     def unprotect(self, srtp: bytes | bytearray | memoryview) -> bytes | None:
         """Authenticate and decrypt one SRTP packet; None (counted) when it is dropped."""
@@ -210,12 +217,9 @@ class SrtpSession:
             self._drop("malformed")
             return None
         try:
-            plain = self._unprotect_rtp(srtp if isinstance(srtp, bytes) else bytes(srtp))
-        except pylibsrtp.Error as exc:
-            self._drop(_classify(str(exc)))
-            return None
-        except ValueError:  # pylibsrtp: "packet is too long" (guarded above)
-            self._drop("malformed")
+            plain = self._unprotect_rtp(srtp)
+        except SrtpStatusError as exc:
+            self._drop(_classify(exc.status))
             return None
         self.counters.unprotected += 1
         self.last_drop_reason = None
@@ -223,13 +227,13 @@ class SrtpSession:
 
     def unprotect_rtcp(self, srtcp: bytes | bytearray | memoryview) -> bytes | None:
         """Authenticate and decrypt one SRTCP packet; None (counted) when it is dropped."""
-        return self._unprotect(srtcp, self._inbound.unprotect_rtcp, _RTCP_HEADER)
+        return self._unprotect(srtcp, self._unprotect_rtcp, _RTCP_HEADER)
 
-    def _protect(self, packet: bytes, func: Callable[[bytes], bytes], header: int) -> bytes:
+    def _protect(self, packet: bytes, func: Callable[[Packet], bytes], header: int) -> bytes:
         if not header <= len(packet) <= _MAX_DATAGRAM:
             raise LocalMediaError(f"cannot protect a {len(packet)}-byte packet", reason="protect")
         try:
-            protected = func(packet if isinstance(packet, bytes) else bytes(packet))
+            protected = func(packet)
         except pylibsrtp.Error as exc:
             raise LocalMediaError(f"SRTP protect failed: {exc}", reason="protect") from None
         self.counters.protected += 1
@@ -238,19 +242,16 @@ class SrtpSession:
     def _unprotect(
         self,
         data: bytes | bytearray | memoryview,
-        func: Callable[[bytes], bytes],
+        func: Callable[[Packet], bytes],
         header: int,
     ) -> bytes | None:
         if not header <= len(data) <= _MAX_DATAGRAM or data[0] >> 6 != 2:
             self._drop("malformed")
             return None
         try:
-            plain = func(data if isinstance(data, bytes) else bytes(data))
-        except pylibsrtp.Error as exc:
-            self._drop(_classify(str(exc)))
-            return None
-        except ValueError:  # pylibsrtp: "packet is too long" (guarded above)
-            self._drop("malformed")
+            plain = func(data)
+        except SrtpStatusError as exc:
+            self._drop(_classify(exc.status))
             return None
         self.counters.unprotected += 1
         self.last_drop_reason = None
@@ -261,10 +262,10 @@ class SrtpSession:
         self.last_drop_reason = reason
 
 
-def _classify(message: str) -> str:
-    if message in _AUTH_FAIL:
+def _classify(status: int) -> str:
+    if status == AUTH_FAIL:
         return "auth_failed"
-    if message in _REPLAY:
+    if status in REPLAY_STATUSES:
         return "replayed"
     return "malformed"
 
