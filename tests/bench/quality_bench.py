@@ -37,11 +37,12 @@ run the bridge's own classes (``bridge.media.transcode``) as the call's pipeline
     layer per frame (frame and packet objects, PyAV's frame-size filter graph).
 
 The choice: among the CBR settings (CBR stays: VBR packet sizes leak speech through SRTP,
-RFC 6562), the cheapest encoder CPU whose MOS-LQO is within 0.1 of complexity 10 at the
-same bitrate for every voice (not only on average), and whose average is within 0.1 of the
-best complexity-10 average over all bitrates (so a lower bitrate cannot buy CPU with
-quality). CPU figures within 10% of the cheapest are a tie (timing noise on a shared
-machine); among them the lowest complexity, then the best score, wins.
+RFC 6562), those whose MOS-LQO is within 0.1 of complexity 10 at the same bitrate for every
+voice (not only on average), and whose average is within 0.1 of the best complexity-10
+average over all bitrates (so a lower bitrate cannot buy CPU with quality). The bit rate
+hardly changes the encoder's CPU, so a complexity's cost is the median over its bit rates;
+costs within 10% of the cheapest are a tie (timing noise on a shared machine), won by the
+lowest complexity; at that complexity the lowest passing bit rate wins.
 """
 
 from __future__ import annotations
@@ -91,8 +92,7 @@ OLD_DEFAULT = OpusEncoderConfig(complexity=5, bitrate=24000)
 """The defaults before this benchmark chose (settings.py had complexity 5, 24 kbit/s)."""
 MARGIN = 0.1
 CPU_TIE = 0.1
-"""CPU figures this close to the cheapest are a tie (timing noise): the lowest complexity,
-then the best score, wins."""
+"""Complexity costs this close to the cheapest are a tie (timing noise): the lowest wins."""
 BROWSER_BITRATES = (12000, 16000, 24000, 32000)
 CUTOFFS = ((4000, "narrowband"), (6000, "mediumband"), (8000, "wideband"), (20000, "fullband"))
 
@@ -382,7 +382,7 @@ def fir_pcmu_only(voices: Sequence[Voice]) -> Row:
 
 def choose(rows: Sequence[Row]) -> Row:
     """The cheapest CBR setting within ``MARGIN`` of complexity 10 (module docstring)."""
-    cbr = [r for r in rows if r.cbr and r.cpu_us is not None]
+    cbr = [r for r in rows if r.cbr and r.cpu_us is not None and r.complexity is not None]
     top = {r.bitrate: r for r in cbr if r.complexity == 10}
     if not top:
         raise SystemExit("the choice needs complexity 10 among --complexities")
@@ -396,10 +396,16 @@ def choose(rows: Sequence[Row]) -> Row:
             and all(row.mos_per_voice[v] >= m - MARGIN for v, m in ref.mos_per_voice.items())
         )
 
+    cost = {
+        c: statistics.median(r.cpu_us or 0.0 for r in cbr if r.complexity == c)
+        for c in {r.complexity for r in cbr}
+    }
     fit = [r for r in cbr if close(r)]
-    cheapest = min(r.cpu_us or 0.0 for r in fit)
-    tied = [r for r in fit if (r.cpu_us or 0.0) <= cheapest * (1 + CPU_TIE)]
-    return min(tied, key=lambda r: (r.complexity, -r.mos, r.bitrate))
+    cheapest = min(cost[r.complexity or 0] for r in fit)
+    complexity = min(
+        r.complexity or 0 for r in fit if cost[r.complexity or 0] <= cheapest * (1 + CPU_TIE)
+    )
+    return min((r for r in fit if r.complexity == complexity), key=lambda r: r.bitrate or 0)
 
 
 def _grid(rows: Sequence[Row], cbr: bool, bitrates: Sequence[int]) -> list[str]:

@@ -45,6 +45,12 @@ def test_cpu_ties_go_to_the_lowest_complexity() -> None:
     assert choose(rows).complexity == 0
 
 
+def test_the_lowest_passing_bit_rate_wins_at_the_chosen_complexity() -> None:
+    rows = [_row(10, 32000, 160, a=4.09), _row(10, 24000, 158, a=4.08)]
+    rows += [_row(0, 32000, 60, a=4.07), _row(0, 24000, 52, a=4.05)]
+    assert (choose(rows).complexity, choose(rows).bitrate) == (0, 24000)
+
+
 def test_lists_and_ranges_parse() -> None:
     assert _ints("0-3,10") == [0, 1, 2, 3, 10]
     assert _ints("32000") == [32000]
