@@ -20,7 +20,8 @@ Method
   serve process and every descendant such as media workers (:mod:`tests.bench.proctree`),
   over the steady window that starts ``--warmup`` seconds after the last call's media is
   up and lasts ``--seconds``; divided by calls x seconds. Idle CPU (no call) is shown, not
-  subtracted.
+  subtracted. So is the CPU the rest of the machine used meanwhile (``/proc/stat`` busy
+  time minus the bridge and the load generator): on a shared host, the noise.
 * Call set-up: authenticated INVITE sent by the browser -> trunk INVITE routed by the
   simulator (INVITE in to trunk INVITE out, plus one loopback hop), and the browser's
   offer (first INVITE) -> its DTLS connected. Both ends stamp ``time.perf_counter()`` in
@@ -84,7 +85,7 @@ from .call_load import (
     setup_stats,
 )
 from .call_report import markdown, report, targets
-from .proctree import cpu_seconds, tree_pids
+from .proctree import cpu_seconds, machine_busy_seconds, tree_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"transcoded": ("transcode",), "relayed": ("relay",), "both": ("transcode", "relay")}
@@ -108,6 +109,7 @@ async def _window(
         spy.start(tree_pids(bridge.process.pid), seconds, bridge.work / "spy") if profile else []
     )
     gen0, (cpu0, _), t0 = time.process_time(), bridge.cpu(), time.perf_counter()
+    busy0 = machine_busy_seconds()
     last_cpu, last_t, last_rx = cpu0, t0, received_packets(calls)
     while (now := time.perf_counter()) < t0 + seconds:
         await asyncio.sleep(min(1.0, t0 + seconds - now))
@@ -122,10 +124,12 @@ async def _window(
     cpu1, processes = bridge.cpu()
     t1 = time.perf_counter()
     generator = (time.process_time() - gen0) / (t1 - t0)
+    busy = (machine_busy_seconds() - busy0) / (t1 - t0)
     for _path, recorder in profilers:
         await asyncio.to_thread(recorder.wait)
     window: dict[str, Any] = {"t0": t0, "t1": t1, "cpu": cpu1 - cpu0, "processes": processes}
     window["gen"] = generator
+    window["others"] = busy - generator - (cpu1 - cpu0) / (t1 - t0)
     if profilers:
         window["profile"] = spy.summarize([path for path, _ in profilers])
     return window
@@ -169,6 +173,7 @@ async def bridge_run(
             "bridge_processes": int(window["processes"]),
             "bridge_idle_cpu_ms_per_s": round(idle, 2),
             "generator_cpu_cores": round(window["gen"], 3),
+            "other_processes_cpu_cores": round(window["others"], 3),
             "media_modes": sorted({c.config.codec.name for c in calls if c.config}),
             "client": client_stats(calls, t0, t1),
             "setup": setup_stats(numbers, bridge.trunk_invites, connected),

@@ -49,6 +49,10 @@ def _row(mode: str, entry: dict[str, Any]) -> dict[str, str]:
         "INVITE->trunk p50/p99 ms": _p(cpu["setup"]["invite_to_trunk_invite"], "p50_ms", "p99_ms"),
         "offer->DTLS p50/p99 ms": _p(cpu["setup"]["offer_to_dtls_connected"], "p50_ms", "p99_ms"),
         "max calls": str(found["max_sustained_calls"]) if found else "-",
+        "bridge/generator/others cores": (
+            f"{cpu['bridge_cpu_cores']:.2f}/{cpu['generator_cpu_cores']:.2f}/"
+            f"{cpu.get('other_processes_cpu_cores', 0):.2f}"
+        ),
     }
 
 
@@ -101,7 +105,8 @@ def report(results: dict[str, Any]) -> str:
         lines.append(
             f"    {'bridge processes, idle':<28}{cpu['bridge_processes']}, "
             f"{cpu['bridge_idle_cpu_ms_per_s']} ms CPU/s; load generator "
-            f"{cpu['generator_cpu_cores']} cores"
+            f"{cpu['generator_cpu_cores']} cores; other processes "
+            f"{cpu.get('other_processes_cpu_cores', '-')} cores"
         )
         lines += _profile_lines(cpu.get("profile"))
         for step in (entry.get("find_max") or {}).get("steps", []):

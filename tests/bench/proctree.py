@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "tree_cpu_seconds", "tree_pids"]
+__all__ = ["cpu_seconds", "machine_busy_seconds", "tree_cpu_seconds", "tree_pids"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -73,3 +73,14 @@ def tree_cpu_seconds(root: int) -> tuple[float, int]:
         count += 1
         total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICK
     return total, count
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (``/proc/stat``: all but idle and iowait).
+
+    The benchmark takes the difference over a window and subtracts the bridge's and its own
+    CPU: what is left is the rest of the machine (other jobs on a shared host: noise).
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(values) - values[3] - values[4]) / _TICK
