@@ -9,7 +9,8 @@ message each gets is its :class:`~bridge.media.control.Configure` (the media set
 
 * :meth:`MediaPlane.call_media` gives a new call a
   :class:`~bridge.media.remote.RemoteCallMedia` on the live worker with the fewest calls.
-* One supervisor task per worker slot waits for the process to exit. When a worker dies
+* One supervisor task per worker slot waits for the process to exit (a worker silent for
+  ``hang_timeout``, though it pushes every second, is killed first). When a worker dies
   its channel is lost, so each of its calls gets a ``MediaWorkerLost`` event and ends
   with ``media-worker-lost`` (record and CDR written by the call layer as for any end);
   the slot is restarted after a short delay (counted), and later calls use it again.
@@ -60,6 +61,8 @@ class MediaPlaneConfig:
         request_timeout: seconds an awaited request may take before the worker counts
             as lost for that call.
         restart_delay: seconds before a dead worker is started again.
+        hang_timeout: seconds without any message from a worker (it pushes every
+            ``stats_interval``) after which it counts as hung and is killed.
         log_level: the workers' logging level.
     """
 
@@ -68,6 +71,7 @@ class MediaPlaneConfig:
     stats_interval: float = 1.0
     request_timeout: float = REQUEST_TIMEOUT
     restart_delay: float = 0.5
+    hang_timeout: float = 15.0
     log_level: str = "INFO"
 
 
@@ -159,8 +163,9 @@ class MediaPlane:
         while True:
             process, channel = slot.process, slot.channel
             assert process is not None and channel is not None
-            code = await process.wait()
+            await self._watch(slot.index, process, channel)
             await channel.aclose()  # its calls get MediaWorkerLost now
+            code = await _stop(process)
             if self._closing:
                 return
             log.error(
@@ -177,6 +182,23 @@ class MediaPlane:
                 await asyncio.sleep(5.0)
                 continue
             slot.restarts += 1
+
+    async def _watch(
+        self, index: int, process: asyncio.subprocess.Process, channel: ControlChannel
+    ) -> None:
+        """Until the worker exits, its connection ends, or it stays silent too long (then
+        it is killed: a hung worker's calls are as lost as a dead one's)."""
+        loop = asyncio.get_running_loop()
+        limit = self.config.hang_timeout
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(limit / 4, 0.1)):
+                    await _wait_either(process, channel)
+                    return
+            if loop.time() - channel.last_heard > limit and not self._closing:
+                log.error("media worker %d (pid %d) is silent; killing it", index, process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
 
     def call_media(self, call_id: str) -> RemoteCallMedia:
         """A new call's media on the live worker with the fewest calls (if none is up,
@@ -239,3 +261,26 @@ class MediaPlane:
                 slot.supervisor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await slot.supervisor
+
+
+async def _wait_either(process: asyncio.subprocess.Process, channel: ControlChannel) -> None:
+    """Until the worker exits or its control connection ends (a broken or hung worker)."""
+    exited = asyncio.ensure_future(process.wait())
+    lost = asyncio.ensure_future(channel.wait_lost())
+    try:
+        await asyncio.wait((exited, lost), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (exited, lost):
+            waiter.cancel()
+        await asyncio.gather(exited, lost, return_exceptions=True)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> int:
+    """The worker's exit status; one still running after its connection ended is killed."""
+    try:
+        async with asyncio.timeout(_STOP_TIMEOUT):
+            return await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return await process.wait()

@@ -96,6 +96,8 @@ class ControlChannel:
         self._pending: dict[int, asyncio.Future[ControlMessage]] = {}
         self._ids = itertools.count(1)
         self._lost = False
+        self.last_heard = asyncio.get_running_loop().time()
+        """Loop time of the last message from the worker (it pushes at least every round)."""
         self._pump = asyncio.get_running_loop().create_task(self._run(), name=f"{name} control")
 
     @property
@@ -148,6 +150,7 @@ class ControlChannel:
             self._lose()
 
     def _dispatch(self, message: ControlMessage) -> None:
+        self.last_heard = asyncio.get_running_loop().time()
         if isinstance(message, EventPushed | StatsPushed):
             media = self.calls.get(message.call_id)
             if media is not None:
@@ -173,6 +176,11 @@ class ControlChannel:
         self._pending.clear()
         for media in list(self.calls.values()):
             media.worker_lost()
+
+    async def wait_lost(self) -> None:
+        """Return once the connection has ended."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._pump)
 
     async def aclose(self) -> None:
         """Close the connection (the worker exits) and wait for the pump."""

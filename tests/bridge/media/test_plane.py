@@ -16,9 +16,10 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.media.events import MediaMode
-from bridge.media.plane import MediaPlane
+from bridge.media.pipeline import PipelineConfig
+from bridge.media.plane import MediaPlane, MediaPlaneConfig
 from bridge.media.remote import RemoteCallMedia
-from bridge.media.webrtc_leg import open_ice_sockets
+from bridge.media.webrtc_leg import WebRtcLegConfig, open_ice_sockets
 from sip_gateway.aio.rtp import open_media_sockets
 from tests.bridge.test_calls import (
     Harness,
@@ -229,3 +230,28 @@ async def test_workers_die_with_a_killed_bridge() -> None:
         parent.kill()
         await parent.wait()
     await _until(lambda: not _alive(worker), within=10)
+
+
+async def test_a_hung_worker_is_killed_and_replaced() -> None:
+    config = MediaPlaneConfig(
+        workers=1, pipeline=PipelineConfig(webrtc=WebRtcLegConfig()), hang_timeout=3.0
+    )
+    plane = MediaPlane(config)
+    await plane.start()
+    try:
+        slot = plane.slots[0]
+        assert slot.process is not None and slot.channel is not None
+        media = plane.call_media("c-hung")
+        await media.open()  # the worker is up and answering
+        old = slot.process.pid
+        os.kill(old, signal.SIGSTOP)
+        await _until(lambda: slot.restarts == 1 and slot.up, within=20)
+        assert not _alive(old)
+        assert media.channel.alive is False
+        fresh = plane.call_media("c-fresh")
+        await fresh.open()
+        await fresh.aclose()
+        await media.aclose()
+    finally:
+        await plane.aclose()
+    assert plane.pids == []
