@@ -102,11 +102,18 @@ LATENCY_LIMIT_MS = 20.0
 
 
 async def _window(
-    bridge: RunningBridge, calls: list[ClientCall], seconds: float, *, profile: bool = False
+    bridge: RunningBridge,
+    calls: list[ClientCall],
+    seconds: float,
+    *,
+    profile: bool = False,
+    native: bool = False,
 ) -> dict[str, Any]:
     """Measure for ``seconds``, a progress line per second (see the module docstring)."""
     profilers = (
-        spy.start(tree_pids(bridge.process.pid), seconds, bridge.work / "spy") if profile else []
+        spy.start(tree_pids(bridge.process.pid), seconds, bridge.work / "spy", native=native)
+        if profile
+        else []
     )
     gen0, (cpu0, _), t0 = time.process_time(), bridge.cpu(), time.perf_counter()
     busy0 = machine_busy_seconds()
@@ -159,7 +166,9 @@ async def bridge_run(
         play_all(calls, mode)
         log(f"  media flowing; {args.warmup:.0f} s warm-up, then {seconds:.0f} s measured")
         await asyncio.sleep(args.warmup)
-        window = await _window(bridge, calls, seconds, profile=args.profile and not probed)
+        window = await _window(
+            bridge, calls, seconds, profile=args.profile and not probed, native=args.profile_native
+        )
         t0, t1, cpu = window["t0"], window["t1"], window["cpu"]
         numbers = [call_number(i) for i in range(count)]
         result = {
@@ -491,6 +500,11 @@ def parser() -> argparse.ArgumentParser:
         "--profile",
         action="store_true",
         help="py-spy every bridge process during the CPU windows (top frames in the results)",
+    )
+    p.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile: C frames too (py-spy --native)",
     )
     p.add_argument(
         "--paced-bare",

@@ -100,10 +100,10 @@ def report(results: dict[str, Any]) -> str:
     for mode, entry in results["modes"].items():
         row = _row(mode, entry)
         lines.append(f"  {row.pop('mode')}:")
-        lines += [f"    {key:<28}{value}" for key, value in row.items()]
+        lines += [f"    {key:<31}{value}" for key, value in row.items()]
         cpu = entry["cpu"]
         lines.append(
-            f"    {'bridge processes, idle':<28}{cpu['bridge_processes']}, "
+            f"    {'bridge processes, idle':<31}{cpu['bridge_processes']}, "
             f"{cpu['bridge_idle_cpu_ms_per_s']} ms CPU/s; load generator "
             f"{cpu['generator_cpu_cores']} cores; other processes "
             f"{cpu.get('other_processes_cpu_cores', '-')} cores"

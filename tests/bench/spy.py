@@ -32,8 +32,13 @@ def _py_spy() -> str | None:
     return str(beside) if beside.exists() else shutil.which("py-spy")
 
 
-def start(pids: list[int], seconds: float, out: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
-    """One recorder per pid (the first is the serve process); [] without py-spy."""
+def start(
+    pids: list[int], seconds: float, out: Path, *, native: bool = False
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """One recorder per pid (the first is the serve process); [] without py-spy.
+
+    ``native``: C frames too (uvloop, libopus, libsrtp), at a higher cost per sample.
+    """
     binary = _py_spy()
     if binary is None:
         print("--profile: py-spy not found (pip install py-spy)", file=sys.stderr)
@@ -45,6 +50,7 @@ def start(pids: list[int], seconds: float, out: Path) -> list[tuple[str, subproc
         path = out / f"{role}-{pid}.txt"
         command = [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
         command += ["--rate", "100", "--format", "raw", "--nonblocking", "--output", str(path)]
+        command += ["--native"] if native else []
         recorders.append(
             (
                 str(path),
