@@ -37,7 +37,8 @@ def start(
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """One recorder per pid (the first is the serve process); [] without py-spy.
 
-    ``native``: C frames too (uvloop, libopus, libsrtp), at a higher cost per sample.
+    ``native``: C frames too (uvloop, libopus, libsrtp), at a higher cost per sample: py-spy
+    then pauses the process for each sample (``--nonblocking`` is not possible).
     """
     binary = _py_spy()
     if binary is None:
@@ -49,8 +50,8 @@ def start(
         role = "serve" if index == 0 else "worker"
         path = out / f"{role}-{pid}.txt"
         command = [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
-        command += ["--rate", "100", "--format", "raw", "--nonblocking", "--output", str(path)]
-        command += ["--native"] if native else []
+        command += ["--rate", "100", "--format", "raw", "--output", str(path)]
+        command += ["--native"] if native else ["--nonblocking"]  # native needs a paused process
         recorders.append(
             (
                 str(path),
