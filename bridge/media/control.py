@@ -43,6 +43,7 @@ import binascii
 import dataclasses
 import enum
 import json
+import numbers
 import struct
 import typing
 from collections import deque
@@ -114,7 +115,8 @@ class MediaSnapshot:
         counters: the pipeline's counters.
         webrtc: the browser leg's SRTP path counters (None before a leg is chosen).
         gateway: the gateway leg's session counters (None before it is open).
-        facts: what the browser leg's DTLS session negotiated (None before it exists).
+        facts: what the browser leg's DTLS session negotiated (None before it exists,
+            and when unchanged since the call's previous snapshot).
     """
 
     counters: MediaCounters
@@ -362,29 +364,51 @@ _REGISTRY: dict[str, type] = _collect(_MESSAGES + _EXTRA)
 # -- values <-> JSON ---------------------------------------------------------------------------
 
 
+_PRIMITIVES = frozenset({type(None), bool, int, float, str})
+_SHAPES: dict[type, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+
+
+def _shape(cls: type) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """A registered dataclass's name and its init fields with their plain defaults."""
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        fields = dataclasses.fields(cls)
+        shape = (_registered(cls), tuple((f.name, f.default) for f in fields if f.init))
+        _SHAPES[cls] = shape
+    return shape
+
+
 def _to_json(value: Any) -> Any:
-    """A JSON-able form of ``value`` (module docstring: tagged objects)."""
-    if value is None or (
-        isinstance(value, (bool, int, float, str)) and not isinstance(value, enum.Enum)
-    ):
+    """A JSON-able form of ``value`` (module docstring: tagged objects). A dataclass
+    field equal to its default (same type) is left out: the decoder's constructor call
+    puts the default back."""
+    kind = type(value)
+    if kind in _PRIMITIVES:
         return value
-    if isinstance(value, bytes):
-        return {"#b": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, tuple):
+    if kind is tuple:
         return {"#t": [_to_json(item) for item in value]}
+    if kind is bytes:
+        return {"#b": base64.b64encode(value).decode("ascii")}
+    if "__dataclass_fields__" in kind.__dict__:
+        name, fields = _shape(kind)
+        out = {}
+        for field_name, default in fields:
+            item = getattr(value, field_name)
+            if item is default or (type(item) is type(default) and item == default):
+                continue
+            out[field_name] = _to_json(item)
+        return {"#": name, "f": out}
+    if isinstance(value, enum.Enum):
+        return {"#e": _registered(kind), "v": value.value}
     if isinstance(value, list):
         return [_to_json(item) for item in value]
-    if isinstance(value, enum.Enum):
-        return {"#e": _registered(type(value)), "v": value.value}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        name = _registered(type(value))
-        fields = {
-            f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
-        }
-        return {"#": name, "f": fields}
     if isinstance(value, typing.Mapping):
         return {"#d": {str(key): _to_json(item) for key, item in value.items()}}
-    raise TypeError(f"a {type(value).__name__} cannot cross the control socket")
+    if isinstance(value, numbers.Integral):  # numpy's integers are not int
+        return int(value)
+    if isinstance(value, numbers.Real):  # nor are all its floats float
+        return float(value)
+    raise TypeError(f"a {kind.__name__} cannot cross the control socket")
 
 
 def _registered(cls: type) -> str:

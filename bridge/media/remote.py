@@ -408,7 +408,10 @@ class RemoteCallMedia:
     def pushed(self, message: EventPushed | StatsPushed) -> None:
         """An event or a snapshot of this call from the worker."""
         if isinstance(message, StatsPushed):
-            self.snapshot = message.snapshot
+            snapshot = message.snapshot
+            if snapshot.facts is None and self.snapshot.facts is not None:
+                snapshot = replace(snapshot, facts=self.snapshot.facts)  # unchanged since
+            self.snapshot = snapshot
         else:
             self.emit(message.event)
 

@@ -67,7 +67,7 @@ from .control import (
 )
 from .events import MediaEvent, MediaFailed
 from .pipeline import CallMedia, PipelineConfig, WebRtcPort
-from .webrtc_leg import WebRtcLegError, open_ice_sockets
+from .webrtc_leg import DtlsFacts, WebRtcLegError, open_ice_sockets
 
 __all__ = ["MediaWorker", "main"]
 
@@ -86,6 +86,19 @@ class _Hosted:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ports: dict[int, WebRtcPort] = field(default_factory=dict)
     next_port: int = 1
+    facts_sent: DtlsFacts | None = None
+
+    def snapshot(self) -> MediaSnapshot:
+        """The call's counters now, with its DTLS facts only when they changed since the
+        last snapshot (they are set once per leg; the other side keeps the last)."""
+        media = self.media
+        webrtc, gateway = media.leg_stats()
+        facts = media.webrtc_facts()
+        if facts == self.facts_sent:
+            facts = None
+        else:
+            self.facts_sent = facts
+        return MediaSnapshot(counters=media.stats(), webrtc=webrtc, gateway=gateway, facts=facts)
 
 
 class MediaWorker:
@@ -101,8 +114,14 @@ class MediaWorker:
 
     def send(self, message: ControlMessage) -> None:
         """Queue one message to the signaling process (dropped once it is gone)."""
-        if not self._writer.is_closing():
-            self._writer.write(encode(message))
+        if self._writer.is_closing():
+            return
+        try:
+            frame = encode(message)
+        except TypeError:
+            log.exception("%s cannot be sent", type(message).__name__)
+            return
+        self._writer.write(frame)
 
     def handle(self, message: ControlMessage) -> None:
         """Execute one message from the signaling process."""
@@ -217,7 +236,7 @@ class MediaWorker:
     async def _close(self, call_id: str, hosted: _Hosted) -> None:
         await hosted.media.aclose()
         self.calls.pop(call_id, None)
-        self.send(StatsPushed(call_id=call_id, snapshot=snapshot(hosted.media)))
+        self.send(StatsPushed(call_id=call_id, snapshot=hosted.snapshot()))
         self._push_resources()
 
     def _event(self, call_id: str, event: MediaEvent) -> None:
@@ -251,7 +270,7 @@ class MediaWorker:
         while True:
             await asyncio.sleep(self.stats_interval)
             for call_id, hosted in list(self.calls.items()):
-                self.send(StatsPushed(call_id=call_id, snapshot=snapshot(hosted.media)))
+                self.send(StatsPushed(call_id=call_id, snapshot=hosted.snapshot()))
             self.send(ResourcesPushed(resources=self.resources()))
 
     async def aclose(self) -> None:
@@ -262,14 +281,6 @@ class MediaWorker:
             with contextlib.suppress(Exception):
                 await hosted.media.aclose()
         self.calls.clear()
-
-
-def snapshot(media: CallMedia) -> MediaSnapshot:
-    """A call's counters and facts now."""
-    webrtc, gateway = media.leg_stats()
-    return MediaSnapshot(
-        counters=media.stats(), webrtc=webrtc, gateway=gateway, facts=media.webrtc_facts()
-    )
 
 
 async def serve(sock: socket.socket) -> None:

@@ -327,3 +327,19 @@ def test_mutated_frames_decode_or_raise_the_package_error(data: st.DataObject) -
     except ControlProtocolError:
         return
     assert isinstance(decoder.next_message(), ControlMessage)
+
+
+def test_numpy_numbers_cross_as_plain_numbers() -> None:
+    import numpy as np
+
+    message = StatsPushed(
+        call_id="c",
+        snapshot=MediaSnapshot(
+            counters=MediaCounters(browser_packets=np.int64(7)),  # type: ignore[arg-type]
+            gateway=MediaStats(jitter_ms=np.float32(1.5)),  # type: ignore[arg-type]
+        ),
+    )
+    decoded = round_trip(message)
+    assert isinstance(decoded, StatsPushed)
+    assert decoded.snapshot.counters.browser_packets == 7
+    assert decoded.snapshot.gateway is not None and decoded.snapshot.gateway.jitter_ms == 1.5
