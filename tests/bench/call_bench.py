@@ -63,6 +63,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bridge.settings import WebRtcSettings
 from tests.webrtc_audio import opus_packets, pcmu_payloads, speech_8k, speech_48k
 from tests.webrtc_client import ClientCall, WebRtcClient
 from tests.webrtc_rtp import ticker
@@ -494,8 +495,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--signaling-seconds", type=float, default=10.0)
     p.add_argument("--signaling-concurrency", type=int, default=8, help="browsers cycling at once")
-    p.add_argument("--complexity", type=int, default=5, help="Opus encoder complexity")
-    p.add_argument("--bitrate", type=int, default=24000, help="Opus encoder bit rate")
+    opus = WebRtcSettings()
+    p.add_argument(
+        "--complexity",
+        type=int,
+        default=opus.opus_complexity,
+        help="Opus encoder complexity (default: the bridge's, %(default)s)",
+    )
+    p.add_argument(
+        "--bitrate",
+        type=int,
+        default=opus.opus_bitrate,
+        help="Opus encoder bit rate (default: the bridge's, %(default)s)",
+    )
     p.add_argument(
         "--profile",
         action="store_true",

@@ -74,11 +74,20 @@ def _machine(results: dict[str, Any]) -> str:
     return f"{m['cpus']} CPUs, {m['cpu_model']}, Python {m['python']}, Linux {m['kernel']}"
 
 
+def _settings(results: dict[str, Any]) -> str:
+    cfg = results["config"]
+    workers = cfg.get("workers") or "the bridge's default"
+    return (
+        f"Opus complexity {cfg['complexity']} at {cfg['bitrate']} bit/s, media workers: "
+        f"{workers}, {cfg['seconds']:g} s windows"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The short Markdown table (README-ready)."""
     rows = [_row(mode, entry) for mode, entry in results["modes"].items()]
     lines = [
-        f"Machine: {_machine(results)}; {results['started']}.",
+        f"Machine: {_machine(results)}; {results['started']}; {_settings(results)}.",
         f"Command: `{results['command']}`",
         "",
     ]
@@ -96,7 +105,11 @@ def markdown(results: dict[str, Any]) -> str:
 
 def report(results: dict[str, Any]) -> str:
     """The table printed at the end (aligned text)."""
-    lines = [f"call benchmark on {_machine(results)}", f"command: {results['command']}", ""]
+    lines = [
+        f"call benchmark on {_machine(results)}; {_settings(results)}",
+        f"command: {results['command']}",
+        "",
+    ]
     for mode, entry in results["modes"].items():
         row = _row(mode, entry)
         lines.append(f"  {row.pop('mode')}:")
