@@ -466,6 +466,9 @@ def parser() -> argparse.ArgumentParser:
         default="both",
         help="media mode(s) to load; signaling: only the signaling benchmark",
     )
+    p.add_argument(  # the older spelling: --modes transcode relay
+        "--modes", nargs="+", choices=("transcode", "relay"), help=argparse.SUPPRESS
+    )
     p.add_argument("--calls", type=int, default=20, help="concurrent calls per mode")
     p.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before each window")
@@ -536,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the options, run, print the table, write the JSON and the Markdown."""
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if args.modes:
+        args.mode = "both" if len(set(args.modes)) == 2 else LABEL[args.modes[0]]
     args.command = os.environ.get("CALL_BENCH_COMMAND") or " ".join(
         ["python -m tests.bench.call_bench", *argv]
     )
