@@ -541,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.modes:
         args.mode = "both" if len(set(args.modes)) == 2 else LABEL[args.modes[0]]
+        args.signaling = False  # the older command line had no signaling pass
     args.command = os.environ.get("CALL_BENCH_COMMAND") or " ".join(
         ["python -m tests.bench.call_bench", *argv]
     )
