@@ -63,7 +63,8 @@ def _signaling_line(sig: dict[str, Any]) -> str:
         f"{sig['setups_per_s']:.1f} set-ups/s ({sig['setups']} in {sig['window_s']:.0f} s), "
         f"set-up latency p50 {lat.get('p50_ms', 0):.1f} ms p99 {lat.get('p99_ms', 0):.1f} ms, "
         f"INVITE->trunk p50/p99 {_p(sig['invite_to_trunk_invite'], 'p50_ms', 'p99_ms')} ms, "
-        f"bridge {sig['bridge_cpu_ms_per_setup']} ms CPU per set-up "
+        f"bridge {sig['bridge_cpu_ms_per_setup']} ms CPU per set-up, of which the serve "
+        f"process {sig.get('serve_process_cpu_ms_per_setup')} ms "
         f"({sig['bridge_cpu_cores']} cores; load generator {sig.get('generator_cpu_cores')} "
         f"cores), failures {sig['failures'] or 'none'}"
     )

@@ -31,7 +31,7 @@ from tests.webrtc_client import ClientCall, WebRtcClient
 from . import spy
 from .bench_bridge import BridgeOptions, call_number, start_bridge, user_name
 from .call_load import INVITES, install_stamps, log, open_clients, percentiles
-from .proctree import tree_pids
+from .proctree import cpu_seconds, tree_pids
 
 __all__ = ["IdleCall", "signaling_run"]
 
@@ -137,6 +137,7 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
             else []
         )
         cpu0, _ = bridge.cpu()
+        serve0 = cpu_seconds(bridge.process.pid)
         gen0, t0 = time.process_time(), time.perf_counter()
         end = t0 + seconds
         loops = [
@@ -152,6 +153,7 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
             )
         t1, gen1 = time.perf_counter(), time.process_time()
         cpu1, processes = bridge.cpu()
+        serve1 = cpu_seconds(bridge.process.pid)
         for loop in loops:
             loop.result()
         for _path, recorder in profilers:
@@ -172,6 +174,9 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
         "setup_latency": percentiles(tally.setup),
         "invite_to_trunk_invite": percentiles(tally.to_trunk),
         "bridge_cpu_ms_per_setup": round((cpu1 - cpu0) * 1000 / count, 2) if count else None,
+        "serve_process_cpu_ms_per_setup": (
+            round((serve1 - serve0) * 1000 / count, 2) if count else None
+        ),
         "bridge_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
         "bridge_processes": processes,
         "generator_cpu_cores": round((gen1 - gen0) / (t1 - t0), 3),
