@@ -32,6 +32,7 @@ from sip_gateway.sdp import (
     parse_sdp,
     process_answer,
 )
+from sip_gateway.sdp.profile import OPUS_FMTP
 from sip_gateway.sip.errors import LocalProtocolError, RemoteProtocolError
 
 DATA = Path(__file__).parent / "data"
@@ -529,7 +530,7 @@ def test_answer_chrome_offer() -> None:
     assert config.crypto.remote_setup is SetupRole.ACTPASS
     assert config.crypto.local_setup is SetupRole.ACTIVE
     assert str(config.codec) == "opus/48000/2" and config.codec.payload_type == 111
-    assert config.codec.fmtp == "minptime=10;useinbandfec=1"
+    assert config.codec.fmtp == "minptime=10;useinbandfec=1"  # the offer's
     assert config.telephone_event is not None
     assert (config.telephone_event.payload_type, config.telephone_event.clock_rate) == (110, 48000)
     assert config.remote_address == config.remote_rtcp_address == ("203.0.113.45", 54312)
@@ -540,7 +541,7 @@ def test_answer_chrome_offer() -> None:
     assert answer.bundle_mids == ("0",)
     assert (video.port, video.mid, video.formats) == (0, "1", ["96", "97", "102", "103"])
     assert audio.formats == ["111", "110"] and audio.proto == "UDP/TLS/RTP/SAVPF"
-    assert audio.fmtp("111") == "minptime=10;useinbandfec=1"
+    assert audio.fmtp("111") == OPUS_FMTP
     assert audio.setup is SetupRole.ACTIVE and audio.fingerprints == [OUR_FINGERPRINT]
     assert (audio.ice_ufrag, audio.ice_pwd) == ("brdg", "bridge-ice-password-123")
     assert audio.candidates == [HOST] and audio.has_attribute("end-of-candidates")
