@@ -61,8 +61,10 @@ class MediaPlaneConfig:
         request_timeout: seconds an awaited request may take before the worker counts
             as lost for that call.
         restart_delay: seconds before a dead worker is started again.
-        hang_timeout: seconds without any message from a worker (it pushes every
+        hang_timeout: seconds without any message from a running worker (it pushes every
             ``stats_interval``) after which it counts as hung and is killed.
+        start_timeout: seconds a new worker may take to say anything (loading its
+            modules on a busy machine) before it counts as hung.
         log_level: the workers' logging level.
     """
 
@@ -72,6 +74,7 @@ class MediaPlaneConfig:
     request_timeout: float = REQUEST_TIMEOUT
     restart_delay: float = 0.5
     hang_timeout: float = 15.0
+    start_timeout: float = 60.0
     log_level: str = "INFO"
 
 
@@ -137,6 +140,8 @@ class MediaPlane:
                 str(theirs.fileno()),
                 "--log-level",
                 self.config.log_level,
+                "--parent",
+                str(os.getpid()),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -189,12 +194,12 @@ class MediaPlane:
         """Until the worker exits, its connection ends, or it stays silent too long (then
         it is killed: a hung worker's calls are as lost as a dead one's)."""
         loop = asyncio.get_running_loop()
-        limit = self.config.hang_timeout
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(limit / 4, 0.1)):
+                async with asyncio.timeout(max(self.config.hang_timeout / 4, 0.1)):
                     await _wait_either(process, channel)
                     return
+            limit = self.config.hang_timeout if channel.heard else self.config.start_timeout
             if loop.time() - channel.last_heard > limit and not self._closing:
                 log.error("media worker %d (pid %d) is silent; killing it", index, process.pid)
                 with contextlib.suppress(ProcessLookupError):
@@ -239,11 +244,17 @@ class MediaPlane:
         return [s.process.pid for s in self.slots if s.process is not None and s.up]
 
     async def aclose(self) -> None:
-        """Stop every worker (call after the calls are hung up)."""
+        """Stop every worker (call after the calls are hung up). One that has not said
+        anything yet (still loading its modules) holds nothing: it is killed at once."""
         self._closing = True
         for slot in self.slots:
-            if slot.channel is not None:
-                await slot.channel.aclose()
+            channel, process = slot.channel, slot.process
+            if channel is None:
+                continue
+            if process is not None and not channel.heard and not channel.calls:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await channel.aclose()
         for slot in self.slots:
             process = slot.process
             if process is None:

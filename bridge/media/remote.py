@@ -98,6 +98,8 @@ class ControlChannel:
         self._lost = False
         self.last_heard = asyncio.get_running_loop().time()
         """Loop time of the last message from the worker (it pushes at least every round)."""
+        self.heard = False
+        """Whether the worker has said anything yet (it pushes once it is up)."""
         self._pump = asyncio.get_running_loop().create_task(self._run(), name=f"{name} control")
 
     @property
@@ -150,7 +152,7 @@ class ControlChannel:
             self._lose()
 
     def _dispatch(self, message: ControlMessage) -> None:
-        self.last_heard = asyncio.get_running_loop().time()
+        self.last_heard, self.heard = asyncio.get_running_loop().time(), True
         if isinstance(message, EventPushed | StatsPushed):
             media = self.calls.get(message.call_id)
             if media is not None:

@@ -16,8 +16,9 @@ The signaling process (:mod:`bridge.media.plane`) starts ``python -m bridge.medi
   and event (so ``/metrics`` sees a leg come up or go at once).
 * It exits when the control connection closes (the parent closed it, or died: the
   socket's other end goes with it); it also asks the kernel for SIGKILL when the parent
-  dies (``PR_SET_PDEATHSIG``) and ignores SIGINT (a terminal's Ctrl-C reaches the whole
-  process group; the parent decides). No orphan survives its bridge.
+  dies (``PR_SET_PDEATHSIG``). It ignores SIGINT and SIGTERM (a terminal's Ctrl-C, or a
+  service manager, signals the whole process group; the bridge hangs its calls up first
+  and then stops its workers). No orphan survives its bridge.
 
 Key material only arrives inside the configs; nothing here logs a message's content.
 """
@@ -288,6 +289,7 @@ async def serve(sock: socket.socket) -> None:
     reader, writer = await asyncio.open_connection(sock=sock)
     worker = MediaWorker(writer)
     decoder = ControlDecoder()
+    worker.resources_soon()  # "up": the plane's watchdog counts silence from here
     pusher = asyncio.get_running_loop().create_task(worker.push_stats(), name="stats")
     try:
         while data := await reader.read(_READ_SIZE):
@@ -304,12 +306,12 @@ async def serve(sock: socket.socket) -> None:
         writer.close()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None) -> None:
     """Ask Linux for SIGKILL when the parent process dies (no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
         sys.exit(1)
 
 
@@ -318,9 +320,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="bridge.media.worker")
     parser.add_argument("--fd", type=int, required=True, help="the control socket")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--parent", type=int, help="the bridge's pid (die with it)")
     args = parser.parse_args(argv)
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(args.parent)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the bridge stops its workers itself
+        signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(
         level=args.log_level,
         format=f"%(asctime)s %(levelname)s %(name)s[worker {os.getpid()}]: %(message)s",
