@@ -346,6 +346,10 @@ async def _try(
     try:
         run = await bridge_run(mode, args, count, args.find_max_seconds, probed=True)
         ok, why = verdict(run)
+        why += (
+            f" [cores: bridge {run['bridge_cpu_cores']:.2f}, generator "
+            f"{run['generator_cpu_cores']:.2f}, others {run['other_processes_cpu_cores']:.2f}]"
+        )
     except Exception as exc:  # a set-up that fails under load is a failed step
         run, ok, why = {"calls": count}, False, f"failed: {type(exc).__name__}: {exc}"
     log(f"find-max, {LABEL[mode]}, {count} calls: {'sustained' if ok else 'NOT sustained'}: {why}")
