@@ -56,6 +56,8 @@ class WebRtcLegStats:
         malformed_in: datagrams too short to be anything.
         protect_failures: outgoing packets libsrtp refused (malformed RTP/RTCP).
         send_dropped: outgoing packets dropped because the leg was not connected.
+        send_errors: outgoing packets the socket refused (send buffer full, network
+            unreachable ...): dropped, as UDP would.
         callback_errors: exceptions raised by ``on_rtp`` / ``on_rtcp``.
     """
 
@@ -71,6 +73,7 @@ class WebRtcLegStats:
     malformed_in: int = 0
     protect_failures: int = 0
     send_dropped: int = 0
+    send_errors: int = 0
     callback_errors: int = 0
 
 
@@ -111,7 +114,7 @@ class SrtpPath:
         self._on_rtcp = on_rtcp
         self._rx: pylibsrtp.Session | None = None
         self._fallback: Callable[[bytes, tuple[Any, ...]], None] | None = None
-        self._sendto: Callable[[bytes, Address], None] | None = None
+        self._sendto: Callable[[bytes, Address], object] | None = None
         self._remote: Address = ("", 0)
         self._protect: Callable[[bytes], bytes] = _not_started
         self._protect_rtcp: Callable[[bytes], bytes] = _not_started
@@ -123,7 +126,7 @@ class SrtpPath:
         *,
         rx: pylibsrtp.Session,
         tx: pylibsrtp.Session,
-        sendto: Callable[[bytes, Address], None],
+        sendto: Callable[[bytes, Address], object],
         remote: Address,
         fallback: Callable[[bytes, tuple[Any, ...]], None],
     ) -> None:
@@ -132,7 +135,8 @@ class SrtpPath:
         Args:
             rx: the session keyed with the peer's SRTP master key.
             tx: the session keyed with ours.
-            sendto: the nominated socket's ``sendto(data, addr)``.
+            sendto: the nominated socket's ``sendto(data, addr)``; it may raise
+                ``OSError`` (the packet is then dropped and counted).
             remote: the nominated pair's remote address.
             fallback: gets every datagram that is not SRTP (STUN, DTLS).
         """
@@ -206,7 +210,11 @@ class SrtpPath:
         except pylibsrtp.Error:
             self.stats.protect_failures += 1
             return
-        sendto(wire, self._remote)
+        try:
+            sendto(wire, self._remote)
+        except OSError:
+            self.stats.send_errors += 1
+            return
         stats = self.stats
         stats.rtp_packets_out += 1
         stats.rtp_bytes_out += len(packet)
@@ -222,7 +230,11 @@ class SrtpPath:
         except pylibsrtp.Error:
             self.stats.protect_failures += 1
             return
-        sendto(wire, self._remote)
+        try:
+            sendto(wire, self._remote)
+        except OSError:
+            self.stats.send_errors += 1
+            return
         stats = self.stats
         stats.rtcp_packets_out += 1
         stats.rtcp_bytes_out += len(packet)

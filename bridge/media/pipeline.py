@@ -264,7 +264,7 @@ class CallMedia:
     async def choose_webrtc(self, port: WebRtcPort) -> None:
         """The browser leg that answered: close every other one."""
         self._webrtc = port
-        self._send_to_browser = port.leg.send_rtp if port.leg.state == "connected" else None
+        self._send_to_browser = port.leg.rtp_sender if port.leg.state == "connected" else None
         if port.config is not None:
             self.use_webrtc_config(port.config)
         others = [p for p in self._candidates if p is not port]
@@ -276,7 +276,7 @@ class CallMedia:
     def browser_connected(self, port: WebRtcPort) -> None:
         """``port``'s leg connected (ICE and DTLS): audio may go to it if it is the one."""
         if port is self._webrtc:
-            self._send_to_browser = port.leg.send_rtp
+            self._send_to_browser = port.leg.rtp_sender
 
     @property
     def webrtc_port(self) -> WebRtcPort | None:

@@ -23,8 +23,8 @@ PEERS 7.5). So only its ORTC objects are used and our pipeline gets plaintext RT
    on another local socket) reaches ``RTCDtlsTransport._handle_rtp_data`` /
    ``_handle_rtcp_data``, replaced on the instance to feed the same callbacks.
 4. Send: :meth:`WebRtcLeg.send_rtp` protects with the tx session and calls ``sendto`` on
-   the nominated pair's datagram transport: what aioice's ``async Connection.send`` does
-   (``StunProtocol.send_data``), minus the coroutine.
+   (a dup of) the nominated pair's socket: what aioice's ``async Connection.send`` does
+   (``StunProtocol.send_data``), minus the coroutine and the transport's Python method.
 
 States: ``new`` -> ``connecting`` -> ``connected`` | ``failed``; ``closed`` after
 :meth:`WebRtcLeg.close`. Losing ICE (consent expiry) or DTLS (the peer's close_notify
@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -225,6 +226,7 @@ class WebRtcLeg:
         self._dtls._handle_rtp_data = self._path.handle_rtp_data  # type: ignore[method-assign]
         self._dtls._handle_rtcp_data = self._path.handle_rtcp_data  # type: ignore[method-assign]
         self._establishing: asyncio.Task[DtlsFacts] | None = None
+        self._send_socket: socket.socket | None = None  # ours: a dup of the nominated one
         self._closing = False
 
     @classmethod
@@ -446,10 +448,13 @@ class WebRtcLeg:
         """Hook the receive fast path and cache the send path on the nominated pair."""
         pair = self._gatherer._connection._nominated[_COMPONENT]
         protocol = pair.protocol
+        # the socket's own sendto, on a dup of it (closed by _stop_sending): no asyncio
+        # transport method per packet; a refused send raises and is counted by the path
+        self._send_socket = protocol.transport.get_extra_info("socket").dup()
         self._path.start(
             rx=self._dtls._rx_srtp,
             tx=self._dtls._tx_srtp,
-            sendto=protocol.transport.sendto,
+            sendto=self._send_socket.sendto,
             remote=pair.remote_addr,
             fallback=protocol.datagram_received,
         )
@@ -461,8 +466,19 @@ class WebRtcLeg:
         lost = self._dtls.state in ("closed", "failed") or self._ice.state in ("closed", "failed")
         if lost and not self._closing and self._state == "connected":
             logger.info("WebRTC leg lost (ICE %s, DTLS %s)", self._ice.state, self._dtls.state)
-            self._path.stop_sending()
+            self._stop_sending()
             self._set_state("failed")
+
+    def _stop_sending(self) -> None:
+        self._path.stop_sending()
+        if self._send_socket is not None:
+            self._send_socket.close()
+            self._send_socket = None
+
+    @property
+    def rtp_sender(self) -> Callable[[bytes], None]:
+        """:meth:`send_rtp` itself, one call less per packet (for the media pipeline)."""
+        return self._path.send_rtp
 
     def send_rtp(self, packet: bytes) -> None:
         """Protect one plaintext RTP packet and send it; counted and dropped unless connected.
@@ -492,7 +508,7 @@ class WebRtcLeg:
         await self._teardown()
 
     async def _teardown(self) -> None:
-        self._path.stop_sending()
+        self._stop_sending()
         task = self._establishing
         if task is not None and not task.done():
             await asyncio.wait([task])

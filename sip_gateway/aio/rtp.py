@@ -13,7 +13,9 @@ thin like :class:`~sip_gateway.aio.endpoint.SipEndpoint`:
   (``session.ticks_due(now)``), then ``session.handle_timer(now)`` runs;
 * after each of those, ``session.datagrams_to_send()`` goes out (RTCP from the RTCP
   socket when it is separate, told apart by the RFC 5761 packet-type range) and each
-  ``session.next_event()`` goes to the events callback.
+  ``session.next_event()`` goes to the events callback. RTP leaves through the bound
+  socket's own ``sendto`` (not the transport's Python method); a send the kernel
+  refuses, a full buffer included, is dropped and counted in ``send_errors``.
 
 A cut-through session (``MediaSession(cut_through=True)``) has no ticks: nothing is
 pulled from the audio source; :meth:`MediaEndpoint.send_audio` hands a frame to the
@@ -116,8 +118,10 @@ class MediaSocket:
         host: str,
         rtp: asyncio.DatagramTransport,
         rtcp: asyncio.DatagramTransport | None,
+        *,
+        rtp_socket: socket.socket | None = None,
     ) -> None:
-        """Use :meth:`open`."""
+        """Use :meth:`open` (``rtp_socket``: the socket under ``rtp``, for direct sends)."""
         self.host = host
         self._rtp = rtp
         self._rtcp = rtcp
@@ -126,8 +130,12 @@ class MediaSocket:
         self.received = 0
         self.send_errors = 0
         self._handler: Callable[[bytes, Address], None] | None = None
-        self.send_rtp: Callable[[bytes, Address], None] = rtp.sendto
-        """``sendto`` of the RTP socket: the per-packet path, valid until :meth:`close`."""
+        self.send_rtp: Callable[[bytes, Address], object] = (
+            rtp.sendto if rtp_socket is None else rtp_socket.sendto
+        )
+        """``sendto`` of the RTP socket: the per-packet path, valid until :meth:`close`
+        (then it drops). The socket's own method, not the transport's: it may raise
+        ``OSError`` (a full send buffer included), which the caller counts and drops."""
         _SOCKETS.add(self)
 
     @classmethod
@@ -176,7 +184,7 @@ class MediaSocket:
                 sock.close()
             raise
         rtcp = endpoints[1][0] if len(endpoints) == 2 else None
-        media = cls(host, endpoints[0][0], rtcp)
+        media = cls(host, endpoints[0][0], rtcp, rtp_socket=socks[0])
         for _, protocol in endpoints:
             protocol.owner = media
         return media
@@ -199,9 +207,14 @@ class MediaSocket:
     def close(self) -> None:
         """Close the socket(s). Idempotent."""
         self._handler = None
+        self.send_rtp = _dropped  # the socket object may outlive its descriptor
         self._rtp.close()
         if self._rtcp is not None:
             self._rtcp.close()
+
+
+def _dropped(data: bytes, address: Address) -> None:
+    """``MediaSocket.send_rtp`` once closed."""
 
 
 def _candidates(port: int, port_range: tuple[int, int] | None) -> list[int]:
@@ -358,7 +371,10 @@ class MediaEndpoint:
             else:
                 sendto = self.socket.send_rtp
                 for data, address in datagrams:
-                    sendto(data, address)
+                    try:
+                        sendto(data, address)
+                    except OSError:  # a full send buffer too: dropped, as UDP would
+                        self.socket.send_errors += 1
         on_event = self._on_event
         while (event := session.next_event()) is not None:
             if on_event is not None:

@@ -172,3 +172,25 @@ async def test_callback_errors_are_logged_and_media_goes_on(
     assert "media callback failed" in caplog.text
     for key in (ka, kb):
         assert key.hex() not in caplog.text
+
+
+async def test_a_send_the_kernel_refuses_is_counted_and_media_goes_on() -> None:
+    a, b, _, _ = await leg_pair(True)
+    refused = {"n": 0}
+    send = a.socket.send_rtp
+
+    def full(data: bytes, address: tuple[str, int]) -> object:
+        refused["n"] += 1
+        if refused["n"] <= 3:
+            raise BlockingIOError("send buffer full")
+        return send(data, address)
+
+    a.socket.send_rtp = full
+    try:
+        await asyncio.sleep(0.3)
+    finally:
+        a.close()
+        b.close()
+    assert a.socket.send_errors == 3
+    assert b.session.stats().packets_received >= 5  # the later packets went out
+    a.socket.send_rtp(b"late", ("127.0.0.1", 9))  # closed: dropped, nothing raised

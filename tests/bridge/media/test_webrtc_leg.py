@@ -514,10 +514,27 @@ def test_srtp_path_demultiplexes_and_counts():
     assert other == [stun, dtls]  # not SRTP: aioice's own handler
     path.datagram_received(wire[0][0], ("192.0.2.1", 4000))  # a replay
     assert path.stats.unprotect_failures == 1
+    path.datagram_received(b"\x80\x00" + bytes(2000), ("192.0.2.1", 4000))  # too long
+    assert path.stats.unprotect_failures == 2
+    path.send_rtp(rtp(2, 0, bytes(1600)))  # too long for libsrtp's buffer
+    assert path.stats.protect_failures == 2
     path.stop_sending()
     path.send_rtcp(rtcp_receiver_report(9))
     assert path.stats.send_dropped == 2
     assert (path.stats.rtp_packets_out, path.stats.rtcp_packets_out) == (1, 1)
+
+
+def test_srtp_path_counts_sends_the_socket_refuses():
+    def refuse(data: bytes, addr: tuple[str, int]) -> None:
+        raise BlockingIOError("send buffer full")
+
+    path = SrtpPath(lambda packet: None, lambda packet: None)
+    tx, rx = srtp_pair()
+    path.start(rx=rx, tx=tx, sendto=refuse, remote=("192.0.2.1", 4000), fallback=print)
+    path.send_rtp(rtp(1, 0, b"x"))
+    path.send_rtcp(rtcp_receiver_report(9))
+    assert path.stats.send_errors == 2
+    assert (path.stats.rtp_packets_out, path.stats.rtcp_packets_out) == (0, 0)
 
 
 # -- configuration and local misuse ----------------------------------------------------------
