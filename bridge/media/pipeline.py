@@ -236,6 +236,7 @@ class CallMedia:
             on_event=self._gateway_event,
             cut_through=True,
             report_payloads=True,  # G.711 codes: relayed as they are, decoded for Opus
+            payload_sink=self._to_browser,  # each at once: no event object per packet
         )
 
     async def new_webrtc_port(self, *, controlling: bool) -> WebRtcPort:

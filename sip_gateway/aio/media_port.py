@@ -33,6 +33,7 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sip_gateway.media.cut_through import PayloadSink
 from sip_gateway.media.errors import LocalMediaError
 from sip_gateway.media.events import AudioReceived, MediaEvent, MediaStats
 from sip_gateway.media.session import MediaSession, RandomSource
@@ -73,6 +74,7 @@ class RtpMediaPort:
         comfort_noise: bool = True,
         cut_through: bool = False,
         report_payloads: bool = False,
+        payload_sink: PayloadSink | None = None,
     ) -> None:
         """Wrap a bound socket (prefer :meth:`open`)."""
         self.socket = media_socket
@@ -84,6 +86,7 @@ class RtpMediaPort:
         self._comfort_noise = comfort_noise
         self._cut_through = cut_through
         self._report_payloads = report_payloads
+        self._payload_sink = payload_sink
         self._closed = False
 
     @classmethod
@@ -100,6 +103,7 @@ class RtpMediaPort:
         comfort_noise: bool = True,
         cut_through: bool = False,
         report_payloads: bool = False,
+        payload_sink: PayloadSink | None = None,
     ) -> RtpMediaPort:
         """Bind the media socket(s) so that :attr:`local_address` can go into the SDP.
 
@@ -120,6 +124,10 @@ class RtpMediaPort:
             report_payloads: with ``cut_through``: ``on_event`` gets received audio as
                 :class:`~sip_gateway.media.cut_through.PayloadReceived` (G.711 codes, not
                 decoded; the sink gets nothing), for a relay that passes them on.
+            payload_sink: with ``cut_through``: gets each received payload and its codec
+                at once instead of a ``PayloadReceived`` event (see
+                :class:`~sip_gateway.media.session.MediaSession`); an exception in it is
+                logged and the media goes on.
 
         Raises:
             OSError: no port could be bound.
@@ -134,6 +142,7 @@ class RtpMediaPort:
             comfort_noise=comfort_noise,
             cut_through=cut_through,
             report_payloads=report_payloads,
+            payload_sink=payload_sink,
         )
 
     def __repr__(self) -> str:
@@ -166,6 +175,7 @@ class RtpMediaPort:
             comfort_noise=self._comfort_noise,
             cut_through=self._cut_through,
             report_payloads=self._report_payloads,
+            payload_sink=self._payload_sink,
         )
         # without a sink, events go straight to on_event (one call less per packet)
         on_event = self._event if self._audio_sink is not None else self._on_event

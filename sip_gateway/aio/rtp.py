@@ -339,8 +339,13 @@ class MediaEndpoint:
         self.socket.close()
 
     def _datagram_received(self, data: bytes, source: Address) -> None:
-        self.session.receive_datagram(data, source, self._now())
-        self._flush(rearm=False)  # what comes in never moves the session's timer
+        session = self.session
+        try:
+            session.receive_datagram(data, source, self._now())
+        except Exception:  # only a payload sink raises
+            logger.exception("media callback failed (port %d)", self.socket.port)
+        if session.pending:  # a relay's payload went to its sink: often nothing is
+            self._flush(rearm=False)  # what comes in never moves the session's timer
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None

@@ -46,6 +46,7 @@ No I/O, no clock, no randomness: times are arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -68,11 +69,15 @@ __all__ = [
     "CutThroughSender",
     "ForwardOrder",
     "PayloadReceived",
+    "PayloadSink",
     "convert_g711",
     "gap_silence",
 ]
 
 Pcm = npt.NDArray[np.int16]
+PayloadSink = Callable[[bytes, str], None]
+"""Takes a received G.711 payload and its codec (``PCMU``/``PCMA``) at once, in place of a
+:class:`PayloadReceived` event: a relay's per-packet path (no event object, no queue)."""
 
 LATE: Final = -1
 """Verdict: older than the newest packet forwarded (reordered)."""

@@ -60,6 +60,7 @@ from .cut_through import (
     CutThroughSender,
     ForwardOrder,
     PayloadReceived,
+    PayloadSink,
     convert_g711,
     gap_silence,
 )
@@ -107,6 +108,11 @@ class MediaSession:
             are not used.
         report_payloads: cut-through only: report received audio as
             :class:`~.cut_through.PayloadReceived` (the G.711 codes, not decoded).
+        payload_sink: cut-through only: called with each received audio payload and its
+            codec instead of a ``PayloadReceived`` event (the relay's per-packet path).
+            A packet after a gap still comes as events (the gap's ``AudioReceived``,
+            then ``PayloadReceived``), so the order is kept. It must not raise: an
+            exception leaves :meth:`receive_datagram` (the state is consistent).
 
     Raises:
         LocalMediaError: the configuration is not SDES-keyed, or its suite is not supported.
@@ -123,10 +129,12 @@ class MediaSession:
         cname: str | None = None,
         cut_through: bool = False,
         report_payloads: bool = False,
+        payload_sink: PayloadSink | None = None,
     ) -> None:
         self._rng = rng
         self._cut_through = cut_through
-        self._report_payloads = cut_through and report_payloads
+        self._report_payloads = cut_through and (report_payloads or payload_sink is not None)
+        self._payload_sink = payload_sink if cut_through else None
         self._cut: CutThroughSender | None = None  # created by start()
         self._order = ForwardOrder()
         self._srtp = SrtpSession(_sdes(config))
@@ -338,6 +346,11 @@ class MediaSession:
         out, self._datagrams = self._datagrams, []
         return out
 
+    @property
+    def pending(self) -> bool:
+        """Whether datagrams or events wait to be collected."""
+        return bool(self._datagrams or self._events)
+
     def next_event(self) -> MediaEvent | None:
         """The next event, or None."""
         return self._events.popleft() if self._events else None
@@ -520,10 +533,13 @@ class MediaSession:
         if verdict < 0:
             self._drop(DROP_REASONS[verdict], now)
             return
+        decoder = self._decoders[payload_type]
         if verdict:
             self._concealed += 1
             self._events.append(AudioReceived(pcm=gap_silence(verdict), concealed=True))
-        decoder = self._decoders[payload_type]
+        elif (sink := self._payload_sink) is not None:  # the common case of a relay
+            sink(payload, decoder.name)
+            return
         if self._report_payloads:
             self._events.append(PayloadReceived(payload=payload, codec=decoder.name))
         else:

@@ -194,3 +194,38 @@ async def test_a_send_the_kernel_refuses_is_counted_and_media_goes_on() -> None:
     assert a.socket.send_errors == 3
     assert b.session.stats().packets_received >= 5  # the later packets went out
     a.socket.send_rtp(b"late", ("127.0.0.1", 9))  # closed: dropped, nothing raised
+
+
+async def test_a_failing_payload_sink_is_logged_and_media_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sock_a = await MediaSocket.open("127.0.0.1")
+    sock_b = await MediaSocket.open("127.0.0.1")
+    ka, kb = os.urandom(28), os.urandom(28)
+    sunk: list[str] = []
+
+    def sink(payload: bytes, codec: str) -> None:
+        sunk.append(codec)
+        if len(sunk) == 1:
+            raise RuntimeError("relay bug")
+
+    a = MediaEndpoint(
+        MediaSession(config(sock_b, ka, kb), local_ssrc=1, rng=random.Random(1)),
+        sock_a,
+        audio_source=ToneSource(440),
+    )
+    session_b = MediaSession(
+        config(sock_a, kb, ka),
+        local_ssrc=2,
+        rng=random.Random(2),
+        cut_through=True,
+        payload_sink=sink,
+    )
+    b = MediaEndpoint(session_b, sock_b)
+    a.start()
+    b.start()
+    await asyncio.sleep(0.2)
+    a.close()
+    b.close()
+    assert len(sunk) >= 5 and set(sunk) == {"PCMU"}
+    assert "media callback failed" in caplog.text

@@ -558,6 +558,23 @@ def test_received_codes_are_reported_as_they_are() -> None:
     assert isinstance(gap, AudioReceived) and gap.concealed and len(gap.pcm) == 160
 
 
+def test_a_payload_sink_gets_the_codes_at_once_and_a_gap_keeps_its_order() -> None:
+    config_b, config_a = config_pair()
+    sunk: list[tuple[bytes, str]] = []
+    b = session(config_b, payload_sink=lambda payload, codec: sunk.append((payload, codec)))
+    b.start(0.0)
+    a = Sender(config_a)
+    events: list[MediaEvent] = []
+    for step, k in enumerate((0, 1, 3)):
+        b.receive_datagram(a.audio(65530 + k), A, 0.02 * step)
+        events += [e for e in drain(b) if isinstance(e, PayloadReceived | AudioReceived)]
+    assert sunk == [(PCMU.encode(tone(500, 1000)), "PCMU"), (sunk[1][0], "PCMU")]
+    # after the gap: the concealment and the payload as events, in that order
+    assert [type(e) for e in events] == [AudioReceived, PayloadReceived]
+    assert isinstance(events[0], AudioReceived) and events[0].concealed
+    assert b.stats().packets_received == 3
+
+
 @pytest.mark.parametrize(
     ("sent_as", "session_codec"), [("PCMU", "PCMU"), ("PCMA", "PCMU"), ("PCMU", "PCMA")]
 )
