@@ -155,8 +155,10 @@ async def bridge_run(
     bridge = await start_bridge(mode, options, probed=probed)
     clients: list[WebRtcClient] = []
     try:
-        await asyncio.sleep(1.0 if probed else 3.0)  # media workers start up
-        idle = await bridge.idle_cpu_ms_per_s(1.0 if probed else 2.0)
+        await asyncio.sleep(min(1.0, args.settle) if probed else args.settle)  # workers start
+        idle = await bridge.idle_cpu_ms_per_s(
+            min(1.0, args.idle_seconds) if probed else args.idle_seconds
+        )
         log(f"  idle bridge {idle:.1f} ms CPU/s; registering {count} browsers")
         codecs = ("opus", "PCMU") if mode == "transcode" else ("PCMU", "opus")
         clients = await open_clients(
@@ -476,6 +478,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=20, help="concurrent calls per mode")
     p.add_argument("--seconds", type=float, default=20.0, help="measured window per run")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before each window")
+    p.add_argument(
+        "--settle", type=float, default=3.0, help="seconds after the bridge listens (workers start)"
+    )
+    p.add_argument("--idle-seconds", type=float, default=2.0, help="window of the idle CPU")
     p.add_argument("--latency-seconds", type=float, default=6.0, help="window of the latency pass")
     p.add_argument("--no-latency", action="store_true", help="skip the latency pass")
     p.add_argument("--bare-seconds", type=float, default=10.0, help="window of the bare relay")

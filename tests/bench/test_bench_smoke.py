@@ -63,6 +63,8 @@ def test_call_bench_smoke(tmp_path: Path) -> None:
             "--calls=2",
             "--seconds=1",
             "--warmup=0.5",
+            "--settle=0.2",
+            "--idle-seconds=0.2",
             "--latency-seconds=1",
             "--bare-seconds=1",
             "--signaling-seconds=1",
