@@ -150,6 +150,15 @@ class SrtpPath:
         self._sendto = sendto
         _STARTED.add(self)
 
+    @property
+    def on_rtp(self) -> PacketCallback:
+        """Gets every decrypted RTP packet (replaceable at any time)."""
+        return self._on_rtp
+
+    @on_rtp.setter
+    def on_rtp(self, callback: PacketCallback) -> None:
+        self._on_rtp = callback
+
     def stop_sending(self) -> None:
         """Drop (and count) every later send: the transport is gone."""
         self._sendto = None
@@ -166,10 +175,18 @@ class SrtpPath:
         try:  # a packet too long for libsrtp's buffer fails like a forged one
             if 192 <= data[1] <= 223:
                 self.deliver_rtcp(self._unprotect_rtcp(data))
-            else:
-                self.deliver_rtp(self._unprotect(data))
+                return
+            packet = self._unprotect(data)
         except pylibsrtp.Error:
             self.stats.unprotect_failures += 1
+            return
+        stats = self.stats  # deliver_rtp, inlined: the per-packet path
+        stats.rtp_packets_in += 1
+        stats.rtp_bytes_in += len(packet)
+        try:
+            self._on_rtp(packet)
+        except Exception:
+            self._callback_failed()
 
     def deliver_rtp(self, packet: bytes) -> None:
         """Count one plaintext RTP packet and hand it to ``on_rtp``."""

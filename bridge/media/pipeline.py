@@ -31,9 +31,13 @@ can later move to worker processes without touching call logic.
   conceals it in time. Digits the carrier sends become RFC 4733 packets toward the
   browser in place of the next audio frames.
 * "Relay" (both legs G.711) skips Opus, resampling and even the G.711 tables: the gateway
-  leg reports the carrier's codes (``report_payloads``) and takes the browser's
+  leg hands the carrier's codes straight to :meth:`CallMedia._to_browser` (its
+  ``payload_sink``: no event object per packet) and takes the browser's
   (``send_payload``), and they pass as they are (PCMU and PCMA meet through a 256-byte
   table). Transcoding decodes the carrier's codes here, for the Opus encoder.
+* Per packet, both ways, the chain is plain calls: the browser leg's socket callback
+  (SRTP unprotect) calls :meth:`CallMedia._from_browser` directly once that leg is
+  chosen, and sends with the leg's ``rtp_sender``.
 
 Keys stay inside the SRTP sessions; nothing here logs payloads or key material.
 """
@@ -259,12 +263,17 @@ class CallMedia:
         port = WebRtcPort(self, leg, controlling=controlling)
         self._candidates.append(port)
         if self._webrtc is None and not controlling:
-            self._webrtc = port  # answering a browser's offer: there is only this one
+            self._use_webrtc_port(port)  # answering a browser's offer: there is only this one
         return port
+
+    def _use_webrtc_port(self, port: WebRtcPort) -> None:
+        """``port`` is the browser leg: its packets come straight here (no check per packet)."""
+        self._webrtc = port
+        port.leg.on_rtp = self._from_browser
 
     async def choose_webrtc(self, port: WebRtcPort) -> None:
         """The browser leg that answered: close every other one."""
-        self._webrtc = port
+        self._use_webrtc_port(port)
         self._send_to_browser = port.leg.rtp_sender if port.leg.state == "connected" else None
         if port.config is not None:
             self.use_webrtc_config(port.config)
@@ -363,6 +372,12 @@ class CallMedia:
                     counters.browser_duplicates += 1
                 else:
                     counters.browser_late += 1
+                return
+            law, gateway = self._browser_law, self._gateway
+            if law is not None and gateway is not None:  # relay: _to_gateway, inlined
+                counters.browser_audio_frames += 1
+                if (endpoint := gateway.endpoint) is not None:
+                    endpoint.send_payload(payload, law)
                 return
             self._to_gateway(payload)
         elif payload_type == self._event_pt and self._dtmf_in is not None:

@@ -476,6 +476,16 @@ class WebRtcLeg:
             self._send_socket = None
 
     @property
+    def on_rtp(self) -> PacketCallback:
+        """Gets every decrypted RTP packet; replaceable (the pipeline hands the packets of
+        the browser leg it chose straight to itself)."""
+        return self._path.on_rtp
+
+    @on_rtp.setter
+    def on_rtp(self, callback: PacketCallback) -> None:
+        self._path.on_rtp = callback
+
+    @property
     def rtp_sender(self) -> Callable[[bytes], None]:
         """:meth:`send_rtp` itself, one call less per packet (for the media pipeline)."""
         return self._path.send_rtp

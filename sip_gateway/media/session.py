@@ -302,7 +302,15 @@ class MediaSession:
             LocalMediaError: not cut-through.
         """
         law = self._out.codec.name
-        self._send_now(payload if codec == law else convert_g711(payload, codec, law), now)
+        if codec != law:
+            payload = convert_g711(payload, codec, law)
+        cut = self._cut  # _send_now, inlined for the common case: one frame, sending
+        if cut is not None and self._running and self._sends and len(payload) <= self._out.samples:
+            if (packet := cut.audio(payload, now)) is not None:
+                self._datagrams.append((self._srtp.protect(packet), self._remote))
+                self._sent_since_report = True
+            return
+        self._send_now(payload, now)
 
     def _send_now(self, payload: bytes, now: float) -> None:
         cut = self._cut
