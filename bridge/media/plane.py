@@ -41,6 +41,8 @@ __all__ = ["MediaPlane", "MediaPlaneConfig", "WorkerSlot", "worker_count"]
 log = logging.getLogger("bridge.media")
 
 _STOP_TIMEOUT = 5.0
+_QUICK_DEATH = 60.0
+_MAX_RESTART_DELAY = 60.0
 
 
 def worker_count(setting: int | str) -> int:
@@ -60,7 +62,9 @@ class MediaPlaneConfig:
         stats_interval: seconds between the workers' stats and resource pushes.
         request_timeout: seconds an awaited request may take before the worker counts
             as lost for that call.
-        restart_delay: seconds before a dead worker is started again.
+        restart_delay: seconds before a dead worker is started again; doubled (up to a
+            minute) each time a worker dies within a minute of its start, so a worker
+            that cannot start does not spin.
         hang_timeout: seconds without any message from a running worker (it pushes every
             ``stats_interval``) after which it counts as hung and is killed.
         start_timeout: seconds a new worker may take to say anything (loading its
@@ -165,9 +169,12 @@ class MediaPlane:
 
     async def _supervise(self, slot: WorkerSlot) -> None:
         """Wait for the slot's worker to exit; unless the plane is closing, start another."""
+        loop = asyncio.get_running_loop()
+        delay = self.config.restart_delay
         while True:
             process, channel = slot.process, slot.channel
             assert process is not None and channel is not None
+            started = loop.time()
             await self._watch(slot.index, process, channel)
             await channel.aclose()  # its calls get MediaWorkerLost now
             code = await _stop(process)
@@ -179,13 +186,17 @@ class MediaPlane:
                 process.pid,
                 code,
             )
-            await asyncio.sleep(self.config.restart_delay)
-            try:
-                await self._spawn(slot)
-            except OSError as exc:
-                log.error("media worker %d could not be restarted: %s", slot.index, exc)
-                await asyncio.sleep(5.0)
-                continue
+            if loop.time() - started >= _QUICK_DEATH:
+                delay = self.config.restart_delay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RESTART_DELAY)  # for a death soon after this start
+            while True:
+                try:
+                    await self._spawn(slot)
+                    break
+                except OSError as exc:
+                    log.error("media worker %d could not be restarted: %s", slot.index, exc)
+                    await asyncio.sleep(_MAX_RESTART_DELAY)
             slot.restarts += 1
 
     async def _watch(

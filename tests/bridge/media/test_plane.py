@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.media.events import MediaMode
-from bridge.media.pipeline import PipelineConfig
+from bridge.media.pipeline import CallMedia, PipelineConfig
 from bridge.media.plane import MediaPlane, MediaPlaneConfig
 from bridge.media.remote import RemoteCallMedia
 from bridge.media.webrtc_leg import WebRtcLegConfig, open_ice_sockets
@@ -59,20 +60,27 @@ def _alive(pid: int) -> bool:
     return _stat(pid)[0] != "Z"
 
 
-async def test_a_call_through_a_worker_carries_speech_and_a_full_record(bridge: Any) -> None:
-    harness = await bridge(sections=WORKERS)
-    plane = _plane(harness)
-    assert len(plane.pids) == 2
-    for pid in plane.pids:  # children of this (the bridge's) process
-        assert int(_stat(pid)[1]) == os.getpid()
+@pytest.mark.parametrize("workers", [2, 0])
+async def test_a_call_through_a_worker_carries_speech_and_a_full_record(
+    bridge: Any, workers: int
+) -> None:
+    harness = await bridge(sections={"media": {"workers": workers}})
+    plane = harness.running.plane
+    if workers == 0:  # media in the signaling process, as before the media plane
+        assert plane is None and harness.running.orchestrator.plane is None
+    else:
+        assert plane is not None and len(plane.pids) == workers
+        for pid in plane.pids:  # children of this (the bridge's) process
+            assert int(_stat(pid)[1]) == os.getpid()
     client = await harness.client()
     call = await _answered_call(client, codecs=("opus", "PCMU"))
     bridged = next(iter(harness.running.orchestrator.calls.values()))
-    assert isinstance(bridged.media, RemoteCallMedia)
+    assert isinstance(bridged.media, RemoteCallMedia if workers else CallMedia)
     assert bridged.media.mode is MediaMode.TRANSCODE
-    assert sum(slot.calls for slot in plane.slots) == 1
+    if plane is not None:
+        assert sum(slot.calls for slot in plane.slots) == 1
     reference = await _talk(call, "opus")
-    assert bridged.media.stats().browser_audio_frames > 0  # pushed by the worker
+    await _until(lambda: bridged.media.stats().browser_audio_frames > 0)  # pushed by a worker
     sim_call = await _hang_up(harness, call)
     _assert_audio_crossed(reference, sim_call, call)
     assert call.security_records, "no security record INFO arrived"
