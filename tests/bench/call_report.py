@@ -65,8 +65,9 @@ def _signaling_line(sig: dict[str, Any]) -> str:
         f"INVITE->trunk p50/p99 {_p(sig['invite_to_trunk_invite'], 'p50_ms', 'p99_ms')} ms, "
         f"bridge {sig['bridge_cpu_ms_per_setup']} ms CPU per set-up, of which the serve "
         f"process {sig.get('serve_process_cpu_ms_per_setup')} ms "
-        f"({sig['bridge_cpu_cores']} cores; load generator {sig.get('generator_cpu_cores')} "
-        f"cores), failures {sig['failures'] or 'none'}"
+        f"({sig['bridge_cpu_cores']} cores; load generator {sig.get('generator_cpu_cores')}, "
+        f"other processes {sig.get('other_processes_cpu_cores', '-')} cores), "
+        f"failures {sig['failures'] or 'none'}"
     )
 
 

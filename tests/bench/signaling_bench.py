@@ -31,7 +31,7 @@ from tests.webrtc_client import ClientCall, WebRtcClient
 from . import spy
 from .bench_bridge import BridgeOptions, call_number, start_bridge, user_name
 from .call_load import INVITES, install_stamps, log, open_clients, percentiles
-from .proctree import cpu_seconds, tree_pids
+from .proctree import cpu_seconds, machine_busy_seconds, tree_pids
 
 __all__ = ["IdleCall", "signaling_run"]
 
@@ -138,7 +138,7 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
         )
         cpu0, _ = bridge.cpu()
         serve0 = cpu_seconds(bridge.process.pid)
-        gen0, t0 = time.process_time(), time.perf_counter()
+        gen0, t0, busy0 = time.process_time(), time.perf_counter(), machine_busy_seconds()
         end = t0 + seconds
         loops = [
             asyncio.ensure_future(_client_loop(c, tally, bridge.trunk_invites, end))
@@ -151,7 +151,7 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
                 f"  {elapsed:4.1f} s: {len(tally.setup)} set-ups "
                 f"({len(tally.setup) / elapsed:.1f}/s)"
             )
-        t1, gen1 = time.perf_counter(), time.process_time()
+        t1, gen1, busy1 = time.perf_counter(), time.process_time(), machine_busy_seconds()
         cpu1, processes = bridge.cpu()
         serve1 = cpu_seconds(bridge.process.pid)
         for loop in loops:
@@ -180,5 +180,8 @@ async def signaling_run(args: argparse.Namespace) -> dict[str, Any]:
         "bridge_cpu_cores": round((cpu1 - cpu0) / (t1 - t0), 3),
         "bridge_processes": processes,
         "generator_cpu_cores": round((gen1 - gen0) / (t1 - t0), 3),
+        "other_processes_cpu_cores": round(
+            (busy1 - busy0 - (gen1 - gen0) - (cpu1 - cpu0)) / (t1 - t0), 3
+        ),
         "work_dir": str(bridge.work),
     }
