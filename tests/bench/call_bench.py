@@ -172,26 +172,13 @@ async def bridge_run(
         window = await _window(
             bridge, calls, seconds, profile=args.profile and not probed, native=args.profile_native
         )
-        t0, t1, cpu = window["t0"], window["t1"], window["cpu"]
-        numbers = [call_number(i) for i in range(count)]
-        result = {
-            "mode": mode,
+        t0, t1 = window["t0"], window["t1"]
+        result = _result(mode, bridge, calls, window, idle) | {
             "probed": probed,
-            "work_dir": str(bridge.work),
-            "calls": count,
-            "window_s": round(t1 - t0, 3),
-            "bridge_cpu_ms_per_call_s": round(cpu * 1000 / (count * (t1 - t0)), 3),
-            "bridge_cpu_cores": round(cpu / (t1 - t0), 3),
-            "bridge_processes": int(window["processes"]),
-            "bridge_idle_cpu_ms_per_s": round(idle, 2),
-            "generator_cpu_cores": round(window["gen"], 3),
-            "other_processes_cpu_cores": round(window["others"], 3),
-            "media_modes": sorted({c.config.codec.name for c in calls if c.config}),
-            "client": client_stats(calls, t0, t1),
-            "setup": setup_stats(numbers, bridge.trunk_invites, connected),
+            "setup": setup_stats(
+                [call_number(i) for i in range(count)], bridge.trunk_invites, connected
+            ),
         }
-        if "profile" in window:
-            result["profile"] = window["profile"]
         statuses = await asyncio.gather(*(call.hangup() for call in calls))
         result["bye_200"] = sum(1 for s in statuses if s == 200)
         await asyncio.sleep(0.5)
@@ -209,6 +196,30 @@ async def bridge_run(
         result["latency"] = _latency(probe, sent, t0, t1)
         result["bridge_counters"] = _bridge_counters(probe["calls"])
     SIM_SENT.clear()
+    return result
+
+
+def _result(
+    mode: str, bridge: RunningBridge, calls: list[ClientCall], window: dict[str, Any], idle: float
+) -> dict[str, Any]:
+    """The figures of one measuring window (CPU per call-second, the browsers' frames)."""
+    t0, t1, cpu, count = window["t0"], window["t1"], window["cpu"], len(calls)
+    result = {
+        "mode": mode,
+        "work_dir": str(bridge.work),
+        "calls": count,
+        "window_s": round(t1 - t0, 3),
+        "bridge_cpu_ms_per_call_s": round(cpu * 1000 / (count * (t1 - t0)), 3),
+        "bridge_cpu_cores": round(cpu / (t1 - t0), 3),
+        "bridge_processes": int(window["processes"]),
+        "bridge_idle_cpu_ms_per_s": round(idle, 2),
+        "generator_cpu_cores": round(window["gen"], 3),
+        "other_processes_cpu_cores": round(window["others"], 3),
+        "media_modes": sorted({c.config.codec.name for c in calls if c.config}),
+        "client": client_stats(calls, t0, t1),
+    }
+    if "profile" in window:
+        result["profile"] = window["profile"]
     return result
 
 
