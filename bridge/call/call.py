@@ -98,6 +98,7 @@ class Call:
         self._info_busy = False
         self._info_again = False
         self._finished = asyncio.get_running_loop().create_future()
+        self._finishing = False
 
     def __repr__(self) -> str:
         return f"<Call {self.call_id} {self.direction} {self.user} {self.phase}>"
@@ -351,12 +352,16 @@ class Call:
 
     async def _maybe_finish(self) -> None:
         legs = [leg for leg in (self.browser, self.gateway) if leg is not None]
-        if any(leg.end is None for leg in legs) or self._finished.done():
+        if any(leg.end is None for leg in legs) or self._finishing:
             return
+        self._finishing = True
+        try:  # first: a media worker pushes the call's last counters as it closes
+            await self.media.aclose()
+        except Exception:
+            log.exception("call %s: closing its media failed", self.call_id)
         self._finished.set_result(None)
         self.record.freeze(str(self.end_reason or EndReason.FAILED), self.status_code)
         self.advance(CallInput.LEGS_ENDED, "both legs ended")  # the final update
-        await self.media.aclose()
         for leg in legs:
             await leg.aclose()
         log.info("call %s ended: %s", self.call_id, self.end_reason)
