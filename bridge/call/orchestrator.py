@@ -408,7 +408,7 @@ class Orchestrator:
             status, _reason = failure_status(exc.failure, exc.status_code)
             call.status_code = status
             return Reject(status_code=status)
-        except WebRtcLegError as exc:
+        except (WebRtcLegError, OSError) as exc:  # OSError: also a lost media worker
             log.warning("call %s: browser media could not be set up: %s", call.call_id, exc)
             return Reject(status_code=503)
         call.browser = winner

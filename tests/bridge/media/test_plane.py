@@ -7,6 +7,7 @@ The bridge fixture and helpers are those of ``tests/bridge/test_calls.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -22,7 +23,10 @@ from bridge.media.plane import MediaPlane, MediaPlaneConfig
 from bridge.media.remote import RemoteCallMedia
 from bridge.media.webrtc_leg import WebRtcLegConfig, open_ice_sockets
 from sip_gateway.aio.rtp import open_media_sockets
+from sip_gateway.trunk import CallFailedError
 from tests.bridge.test_calls import (
+    DID,
+    NUMBER,
     Harness,
     _answered_call,
     _assert_audio_crossed,
@@ -33,7 +37,7 @@ from tests.bridge.test_calls import (
     pki,
 )
 from tests.webrtc_audio import opus_packets, pcmu_payloads, speech_8k, speech_48k
-from tests.webrtc_client import ClientCall, PacketSource
+from tests.webrtc_client import ClientCall, DialFailedError, PacketSource
 
 __all__ = ["bridge", "pki"]
 
@@ -263,3 +267,28 @@ async def test_a_hung_worker_is_killed_and_replaced() -> None:
     finally:
         await plane.aclose()
     assert plane.pids == []
+
+
+async def test_calls_while_no_worker_is_up_get_503_and_later_ones_work(bridge: Any) -> None:
+    harness = await bridge(sections={"media": {"workers": 1}})
+    plane = _plane(harness)
+    plane.config = dataclasses.replace(plane.config, restart_delay=3.0)
+    slot = plane.slots[0]
+    assert slot.process is not None
+    client = await harness.client()
+    os.kill(slot.process.pid, signal.SIGKILL)
+    await _until(lambda: not slot.up)
+    refused_call = await client.dial(NUMBER)
+    with pytest.raises(DialFailedError) as failed:
+        await refused_call.wait_answered()
+    assert failed.value.status == 503
+    sim = harness.running.carrier_sim
+    assert sim is not None
+    with pytest.raises(CallFailedError) as refused:
+        await sim.call(DID, "127.0.0.1", harness.running.sip_port)
+    assert refused.value.status_code == 503
+    await _until(lambda: slot.up)
+    call = await _answered_call(client, codecs=("PCMU",))
+    call.play(PacketSource("PCMU", pcmu_payloads(speech_8k(1.0)), loop=True))
+    await _echo_grows(call)
+    await _hang_up(harness, call)
