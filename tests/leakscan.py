@@ -30,7 +30,8 @@ output: its fixture marks it with :func:`mark_peer_dir` and the scan skips it.
 Matching is by token: captures are split into runs of base64/hex/URL-safe characters and
 each run (and each window of a secret's length inside a longer run) is looked up in a set;
 secrets that are not token-shaped are searched for directly. Secrets shorter than
-:data:`MIN_SECRET` characters are not searched (too many false positives) and are counted.
+:data:`MIN_SECRET` characters, or with fewer than :data:`MIN_DISTINCT` distinct characters,
+are not searched (too many false positives) and are counted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ from pathlib import Path
 from typing import Any
 
 MIN_SECRET = 12
+MIN_DISTINCT = 5
+"""A value made of fewer distinct characters ("000000000000", "abababababab": what
+Hypothesis generates as passwords) cannot be told from ordinary data: counted, not searched."""
 MAX_FILE = 64 * 1024 * 1024
 _TOKEN = re.compile(rb"[A-Za-z0-9+/=_-]{12,}")
 _PEM_KEY = re.compile(
@@ -96,7 +100,7 @@ class Secrets:
 
     def _add(self, kind: str, value: bytes) -> None:
         with self.lock:
-            if len(value) < MIN_SECRET:
+            if len(value) < MIN_SECRET or len(set(value)) < MIN_DISTINCT:
                 self.too_short += 1
                 return
             self.by_kind.setdefault(kind, set()).add(value)

@@ -64,7 +64,8 @@ def test_an_sdes_key_is_found_in_a_log_line_in_each_encoding(outside: Path) -> N
 def test_passwords_responses_and_private_keys_are_found_in_files(outside: Path) -> None:
     seen = Secrets()
     seen.add_text("digest password", "correct horse battery")  # not token-shaped
-    seen.add_text("digest response", "0f" * 16)
+    response = random.token_hex(16)
+    seen.add_text("digest response", response)
     pem = outside / "leaf.key"
     body = base64.b64encode(random.token_bytes(120)).decode()
     pem.write_text(
@@ -77,7 +78,7 @@ def test_passwords_responses_and_private_keys_are_found_in_files(outside: Path) 
     (outside / "cdr-spill.jsonl").write_text(
         json.dumps({"detail": "user typed correct horse battery"}) + "\n"
     )
-    (outside / "events.jsonl").write_text(json.dumps({"auth": "0f" * 16}) + "\n")
+    (outside / "events.jsonl").write_text(json.dumps({"auth": response}) + "\n")
     (outside / "dump.txt").write_text("key material: " + body[64:128] + "\n")
     found = {(f.kind, Path(f.where).name) for f in scan_files(seen, outside, homes)}
     assert found == {
@@ -94,26 +95,37 @@ def test_short_secrets_are_counted_not_searched() -> None:
     assert seen.too_short == 1
 
 
+def test_repetitive_secrets_are_counted_not_searched() -> None:
+    secrets = Secrets()
+    secrets.add_text("digest password", "000000000000")  # a Hypothesis-style password
+    secrets.add_text("digest password", "0a0a0a0a0a0a0a0a")
+    secrets.add_text("digest password", "correct horse battery staple")
+    assert secrets.count() == {"digest password": 1} and secrets.too_short == 2
+    assert find(secrets, b"version 1.000000000000 0a0a0a0a0a0a0a0a0a", "control") == []
+
+
 def test_a_third_party_peers_directory_is_skipped(outside: Path) -> None:
     seen = Secrets()
-    seen.add_text("digest response", "ab" * 16)
+    response = random.token_hex(16)
+    seen.add_text("digest response", response)
     (outside / "sipp-uas-1").mkdir()
     peer = mark_peer_dir(outside / "sipp-uas-1")
-    (peer / "messages.log").write_text("Authorization: Digest response=" + "ab" * 16 + "\n")
-    (outside / "bridge.log").write_text("Authorization: Digest response=" + "ab" * 16 + "\n")
+    (peer / "messages.log").write_text("Authorization: Digest response=" + response + "\n")
+    (outside / "bridge.log").write_text("Authorization: Digest response=" + response + "\n")
     found = [Path(f.where).name for f in scan_files(seen, outside, set())]
     assert found == ["bridge.log"]
 
 
 def test_the_user_database_may_hold_ha1s_and_nothing_else(outside: Path) -> None:
     seen = Secrets()
-    seen.add_text("digest HA1", "cd" * 32)
+    ha1 = random.token_hex(32)
+    seen.add_text("digest HA1", ha1)
     seen.add_text("digest password", "Pa55word-long-enough")
     sqlite = b"SQLite format 3\x00"
-    (outside / "users-1.db").write_bytes(sqlite + b"\x00users\x00" + b"cd" * 32 + b"\x00")
+    (outside / "users-1.db").write_bytes(sqlite + b"\x00users\x00" + ha1.encode() + b"\x00")
     assert scan_files(seen, outside, set()) == []
-    (outside / "users-1.db").write_bytes(sqlite + b"\x00Pa55word-long-enough\x00" + b"cd" * 32)
+    (outside / "users-1.db").write_bytes(sqlite + b"\x00Pa55word-long-enough\x00" + ha1.encode())
     assert [f.kind for f in scan_files(seen, outside, set())] == ["digest password"]
-    (outside / "cdr-spill.jsonl").write_text("cd" * 32)
+    (outside / "cdr-spill.jsonl").write_text(ha1)
     kinds = sorted(f.kind for f in scan_files(seen, outside, set()))
     assert kinds == ["digest HA1", "digest password"]
