@@ -44,6 +44,12 @@ __all__ = ["bridge", "pki"]
 WORKERS = {"media": {"workers": 2}}
 
 
+@pytest.fixture(autouse=True)
+def _workers_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests set [media] workers themselves (the variable would override it)."""
+    monkeypatch.delenv("PSTN_BRIDGE_MEDIA__WORKERS", raising=False)
+
+
 def _plane(harness: Harness) -> MediaPlane:
     plane = harness.running.plane
     assert plane is not None
