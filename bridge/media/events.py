@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sip_gateway.sdp import Codec
+
     from .webrtc_leg import DtlsFacts
 
 __all__ = [
@@ -19,7 +23,11 @@ __all__ = [
     "MediaMode",
     "MediaWorkerLost",
     "WebRtcConnected",
+    "codec_label",
+    "deliver",
 ]
+
+log = logging.getLogger("bridge.media")
 
 
 class MediaMode(StrEnum):
@@ -70,3 +78,20 @@ class DigitRelayed(MediaEvent):
     digit: str
     toward: str
     via: str
+
+
+def deliver(sink: Callable[[MediaEvent], None] | None, event: MediaEvent) -> None:
+    """Hand ``event`` to the call's ``sink`` (if any); a failing sink is logged, never
+    raised into media code."""
+    if sink is None:
+        return
+    try:
+        sink(event)
+    except Exception:
+        log.exception("media event handler failed on %r", event)
+
+
+def codec_label(codec: Codec) -> str:
+    """The record's codec name: ``opus/48000/2``, ``PCMU/8000``."""
+    channels = f"/{codec.channels}" if codec.channels != 1 else ""
+    return f"{codec.name}/{codec.clock_rate}{channels}"

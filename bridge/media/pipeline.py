@@ -74,6 +74,8 @@ from .events import (
     MediaFailed,
     MediaMode,
     WebRtcConnected,
+    codec_label,
+    deliver,
 )
 from .transcode import OpusDecoder, OpusEncoder, OpusEncoderConfig, TranscodeError
 from .webrtc_leg import DtlsFacts, WebRtcLeg, WebRtcLegConfig, WebRtcLegError, WebRtcLegStats
@@ -301,12 +303,7 @@ class CallMedia:
 
     def emit(self, event: MediaEvent) -> None:
         """Report ``event`` to the call (never raises into media code)."""
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(event)
-        except Exception:
-            log.exception("media event handler failed on %r", event)
+        deliver(self.on_event, event)
 
     # -- configuration -----------------------------------------------------------------
 
@@ -315,9 +312,7 @@ class CallMedia:
         codec = config.codecs[0]
         name = codec.name.lower()
         self._audio_pt = codec.payload_type
-        self.webrtc_codec = f"{codec.name}/{codec.clock_rate}" + (
-            f"/{codec.channels}" if codec.channels != 1 else ""
-        )
+        self.webrtc_codec = codec_label(codec)
         if name == "opus":
             decoder, encoder = OpusDecoder(), OpusEncoder(self._config.opus)
             self._decode, self._encode = decoder.decode, encoder.encode

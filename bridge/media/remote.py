@@ -63,7 +63,7 @@ from .control import (
     WorkerResources,
     encode,
 )
-from .events import MediaEvent, MediaMode, MediaWorkerLost
+from .events import MediaEvent, MediaMode, MediaWorkerLost, codec_label, deliver
 from .pipeline import MediaCounters, MediaEventSink
 from .webrtc_leg import DtlsFacts, WebRtcLegError
 
@@ -377,19 +377,12 @@ class RemoteCallMedia:
 
     def emit(self, event: MediaEvent) -> None:
         """Report ``event`` to the call (never raises)."""
-        if self.on_event is None:
-            return
-        try:
-            self.on_event(event)
-        except Exception:
-            log.exception("media event handler failed on %r", event)
+        deliver(self.on_event, event)
 
     def use_webrtc_config(self, config: MediaConfig) -> None:
         """Note the browser leg's codec and mode (the worker sets its path up itself)."""
         codec = config.codecs[0]
-        self.webrtc_codec = f"{codec.name}/{codec.clock_rate}" + (
-            f"/{codec.channels}" if codec.channels != 1 else ""
-        )
+        self.webrtc_codec = codec_label(codec)
         opus = codec.name.lower() == "opus"
         self.mode = MediaMode.TRANSCODE if opus else MediaMode.RELAY
 
