@@ -38,6 +38,7 @@ Error hierarchy::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -50,13 +51,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from sip_gateway.aio.rtp import open_media_sockets
 from sip_gateway.media.events import MediaStats
+from sip_gateway.media.srtp import live_srtp_sessions
 from sip_gateway.sdp import Fingerprint, IceParameters, MediaConfig
 
-from ._srtp_path import WebRtcLegStats
+from ._srtp_path import WebRtcLegStats, started_srtp_paths
 from .events import DigitRelayed, MediaEvent, MediaFailed, MediaMode, WebRtcConnected
 from .pipeline import MediaCounters, PipelineConfig
-from .webrtc_leg import DtlsFacts
+from .webrtc_leg import DtlsFacts, open_ice_sockets
 
 __all__ = [
     "MAX_FRAME",
@@ -144,6 +147,31 @@ class WorkerResources:
     gateway_srtp: int = 0
     webrtc_srtp: int = 0
     tasks: int = 0
+
+    @classmethod
+    def held_here(cls, calls: int = 0) -> WorkerResources:
+        """What this process holds now, from its modules' registries (the worker pushes
+        it; ``/metrics`` reads it for the signaling process)."""
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # outside a running loop
+            tasks = 0
+        return cls(
+            calls=calls,
+            rtp_sockets=open_media_sockets(),
+            ice_sockets=open_ice_sockets(),
+            gateway_srtp=live_srtp_sessions(),
+            webrtc_srtp=started_srtp_paths(),
+            tasks=tasks,
+        )
+
+    def __add__(self, other: WorkerResources) -> WorkerResources:
+        return WorkerResources(
+            **{
+                f.name: getattr(self, f.name) + getattr(other, f.name)
+                for f in dataclasses.fields(self)
+            }
+        )
 
 
 # -- messages --------------------------------------------------------------------------------

@@ -238,15 +238,7 @@ class MediaPlane:
         total = WorkerResources()
         for slot in self.slots:
             if slot.up and slot.channel is not None:
-                r = slot.channel.resources
-                total = WorkerResources(
-                    calls=total.calls + r.calls,
-                    rtp_sockets=total.rtp_sockets + r.rtp_sockets,
-                    ice_sockets=total.ice_sockets + r.ice_sockets,
-                    gateway_srtp=total.gateway_srtp + r.gateway_srtp,
-                    webrtc_srtp=total.webrtc_srtp + r.webrtc_srtp,
-                    tasks=total.tasks + r.tasks,
-                )
+                total += slot.channel.resources
         return total
 
     @property

@@ -36,11 +36,8 @@ import socket
 import sys
 from dataclasses import dataclass, field
 
-from sip_gateway.aio.rtp import open_media_sockets
 from sip_gateway.media.errors import MediaError
-from sip_gateway.media.srtp import live_srtp_sessions
 
-from ._srtp_path import started_srtp_paths
 from .control import (
     ApplyGateway,
     ApplyWebRtc,
@@ -68,7 +65,7 @@ from .control import (
 )
 from .events import MediaEvent, MediaFailed
 from .pipeline import CallMedia, PipelineConfig, WebRtcPort
-from .webrtc_leg import DtlsFacts, WebRtcLegError, open_ice_sockets
+from .webrtc_leg import DtlsFacts, WebRtcLegError
 
 __all__ = ["MediaWorker", "main"]
 
@@ -257,14 +254,7 @@ class MediaWorker:
 
     def resources(self) -> WorkerResources:
         """What this process holds now."""
-        return WorkerResources(
-            calls=len(self.calls),
-            rtp_sockets=open_media_sockets(),
-            ice_sockets=open_ice_sockets(),
-            gateway_srtp=live_srtp_sessions(),
-            webrtc_srtp=started_srtp_paths(),
-            tasks=len(asyncio.all_tasks()),
-        )
+        return WorkerResources.held_here(calls=len(self.calls))
 
     async def push_stats(self) -> None:
         """Every ``stats_interval``: each call's snapshot, then the resources."""

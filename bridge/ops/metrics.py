@@ -35,7 +35,6 @@ SRTP policies allow, trunk names); nothing secret is ever a label.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -44,14 +43,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from sip_gateway.aio.rtp import open_media_sockets
-from sip_gateway.media.srtp import live_srtp_sessions
 from sip_gateway.sip.transaction import live_transactions
 from sip_gateway.trunk import TrunkStatus
 
-from ..media._srtp_path import started_srtp_paths
 from ..media.control import WorkerResources
-from ..media.webrtc_leg import open_ice_sockets
 
 if TYPE_CHECKING:
     from ..call.call import Call
@@ -189,9 +184,11 @@ class BridgeMetrics:
         yield from self._resources()
         yield from self._workers()
 
-    def _worker_resources(self) -> WorkerResources:
+    def _held_resources(self) -> WorkerResources:
+        """This process's resources plus the media workers'."""
         plane = self.sources.orchestrator.plane
-        return WorkerResources() if plane is None else plane.resources()
+        here = WorkerResources.held_here()
+        return here if plane is None else here + plane.resources()
 
     def _workers(self) -> Iterator[Metric]:
         """Each media worker's state, calls and restarts (none with media in-process)."""
@@ -219,15 +216,9 @@ class BridgeMetrics:
     def _resources(self) -> Iterator[Metric]:
         """Tasks, dialogs, transactions, UDP sockets and SRTP sessions held now (this
         process and the media workers together)."""
-        workers = self._worker_resources()
-        try:
-            tasks = len(asyncio.all_tasks())
-        except RuntimeError:  # scraped outside a running loop
-            tasks = 0
+        held = self._held_resources()
         yield GaugeMetricFamily(
-            _P + "asyncio_tasks",
-            "asyncio tasks of the bridge's processes",
-            tasks + workers.tasks,
+            _P + "asyncio_tasks", "asyncio tasks of the bridge's processes", held.tasks
         )
         dialogs = GaugeMetricFamily(
             _P + "sip_dialogs", "SIP dialogs and pending INVITEs held, by side", labels=["side"]
@@ -250,16 +241,16 @@ class BridgeMetrics:
             "Media UDP sockets open (every bridge process), by kind",
             labels=["kind"],
         )
-        udp.add_metric(["rtp"], open_media_sockets() + workers.rtp_sockets)
-        udp.add_metric(["ice"], open_ice_sockets() + workers.ice_sockets)
+        udp.add_metric(["rtp"], held.rtp_sockets)
+        udp.add_metric(["ice"], held.ice_sockets)
         yield udp
         srtp = GaugeMetricFamily(
             _P + "srtp_sessions",
             "SRTP sessions alive (every bridge process), by leg",
             labels=["leg"],
         )
-        srtp.add_metric(["gateway"], live_srtp_sessions() + workers.gateway_srtp)
-        srtp.add_metric(["webrtc"], started_srtp_paths() + workers.webrtc_srtp)
+        srtp.add_metric(["gateway"], held.gateway_srtp)
+        srtp.add_metric(["webrtc"], held.webrtc_srtp)
         yield srtp
 
     def _calls(self) -> Iterator[Metric]:
