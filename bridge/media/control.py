@@ -88,6 +88,7 @@ __all__ = [
     "WebRtcPortMade",
     "WorkerResources",
     "encode",
+    "read_messages",
 ]
 
 MAX_FRAME = 1 << 20
@@ -557,3 +558,21 @@ def _decode_body(body: bytes) -> ControlMessage:
         raise ControlProtocolError("control frame nests too deep") from None
     assert isinstance(message, ControlMessage)
     return message
+
+
+_READ_SIZE = 1 << 16
+
+
+async def read_messages(
+    reader: asyncio.StreamReader, handle: typing.Callable[[ControlMessage], None]
+) -> None:
+    """Hand every message read from ``reader`` to ``handle``, until the stream ends.
+
+    Raises:
+        ControlProtocolError: a frame that does not decode (the connection is unusable).
+    """
+    decoder = ControlDecoder()
+    while data := await reader.read(_READ_SIZE):
+        decoder.feed(data)
+        while (message := decoder.next_message()) is not None:
+            handle(message)

@@ -46,7 +46,6 @@ from .control import (
     CloseGateway,
     CloseMedia,
     CloseWebRtcPort,
-    ControlDecoder,
     ControlMessage,
     ControlProtocolError,
     EventPushed,
@@ -62,6 +61,7 @@ from .control import (
     WebRtcPortMade,
     WorkerResources,
     encode,
+    read_messages,
 )
 from .events import MediaEvent, MediaMode, MediaWorkerLost, codec_label, deliver
 from .pipeline import MediaCounters, MediaEventSink
@@ -73,7 +73,6 @@ log = logging.getLogger("bridge.media")
 
 REQUEST_TIMEOUT = 20.0
 """Seconds an awaited request may take (ICE gathering with STUN/TURN included)."""
-_READ_SIZE = 1 << 16
 
 
 class ControlChannel:
@@ -138,12 +137,8 @@ class ControlChannel:
             self._pending.pop(request_id, None)
 
     async def _run(self) -> None:
-        decoder = ControlDecoder()
         try:
-            while data := await self._reader.read(_READ_SIZE):
-                decoder.feed(data)
-                while (message := decoder.next_message()) is not None:
-                    self._dispatch(message)
+            await read_messages(self._reader, self._dispatch)
         except ControlProtocolError as exc:
             log.error("%s: control connection broken: %s", self.name, exc)
         except (ConnectionError, OSError):

@@ -46,7 +46,6 @@ from .control import (
     CloseMedia,
     CloseWebRtcPort,
     Configure,
-    ControlDecoder,
     ControlMessage,
     ControlProtocolError,
     Done,
@@ -62,6 +61,7 @@ from .control import (
     WebRtcPortMade,
     WorkerResources,
     encode,
+    read_messages,
 )
 from .events import MediaEvent, MediaFailed
 from .pipeline import CallMedia, PipelineConfig, WebRtcPort
@@ -72,7 +72,6 @@ __all__ = ["MediaWorker", "main"]
 log = logging.getLogger("bridge.media.worker")
 
 _PR_SET_PDEATHSIG = 1
-_READ_SIZE = 1 << 16
 Request = OpenMedia | NewWebRtcPort | ChooseWebRtc | CloseMedia
 
 
@@ -278,14 +277,10 @@ async def serve(sock: socket.socket) -> None:
     """Run requests from ``sock`` until it closes."""
     reader, writer = await asyncio.open_connection(sock=sock)
     worker = MediaWorker(writer)
-    decoder = ControlDecoder()
     worker.resources_soon()  # "up": the plane's watchdog counts silence from here
     pusher = asyncio.get_running_loop().create_task(worker.push_stats(), name="stats")
     try:
-        while data := await reader.read(_READ_SIZE):
-            decoder.feed(data)
-            while (message := decoder.next_message()) is not None:
-                worker.handle(message)
+        await read_messages(reader, worker.handle)
     except ControlProtocolError as exc:
         log.error("control connection lost: %s", exc)
     except ConnectionError:
